@@ -1,0 +1,195 @@
+//! Compiled, typed policies: what a route's policy blocks become once a
+//! snapshot is built. Durations are `Duration`s, rates are [`Rate`]s and
+//! names are resolved, so the request path never parses anything.
+
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+
+use crate::error::GrpcCode;
+use crate::units::Rate;
+
+/// The policies attached to one route.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct RoutePolicy {
+    /// Authentication and authorization.
+    pub auth: Option<AuthRequirement>,
+    /// Rate limits.
+    pub rate_limit: Option<RateLimitPolicy>,
+    /// Retries.
+    pub retry: Option<RetryPolicy>,
+    /// Timeouts.
+    pub timeout: Option<TimeoutPolicy>,
+    /// Circuit breaking.
+    pub circuit_breaker: Option<CircuitBreakerPolicy>,
+    /// Fault injection.
+    pub fault: Option<FaultPolicy>,
+}
+
+/// A credential kind a route accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthMethod {
+    /// A JWT bearer token from a configured issuer.
+    Jwt,
+    /// An API key of a configured consumer.
+    ApiKey,
+}
+
+/// What a route requires of the caller.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct AuthRequirement {
+    /// Accepted methods (any of them); empty means anonymous access.
+    pub methods: Vec<AuthMethod>,
+    /// Scopes that must all be present.
+    pub scopes: Vec<String>,
+    /// Claims that must have these exact values.
+    pub claims: Vec<(String, String)>,
+    /// Audience override.
+    pub audience: Option<String>,
+    /// Allowed issuers; empty means every configured issuer.
+    pub issuers: Vec<String>,
+}
+
+/// What a limit is counted by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyPart {
+    /// The authenticated consumer.
+    Consumer,
+    /// The client IP (socket peer, or forwarded from a trusted proxy).
+    ClientIp,
+    /// The matched route.
+    Route,
+    /// The resolved API version.
+    ApiVersion,
+    /// A request header's value.
+    Header(http::HeaderName),
+}
+
+/// One GCRA limit.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Limit {
+    /// Steady rate.
+    pub rate: Rate,
+    /// Burst size.
+    pub burst: u32,
+    /// Key parts.
+    pub key: Vec<KeyPart>,
+}
+
+/// What happens when the shared limit store fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreFailureMode {
+    /// Admit everything.
+    FailOpen,
+    /// Reject everything with 429.
+    FailClosed,
+    /// Fall back to a local limiter at limit ÷ live replicas.
+    #[default]
+    Local,
+}
+
+/// A route's rate limits.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RateLimitPolicy {
+    /// Limits that all apply.
+    pub limits: Vec<Limit>,
+    /// Units per request.
+    pub cost: u32,
+    /// Apply the consumer's plan too.
+    pub plan: bool,
+    /// Count in the shared store.
+    pub cluster: bool,
+    /// Shared-store failure mode.
+    pub on_store_failure: StoreFailureMode,
+    /// Shared-store timeout.
+    pub store_timeout: Duration,
+}
+
+/// Retries.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// Attempts in all.
+    pub attempts: u32,
+    /// Retried statuses.
+    pub statuses: Vec<StatusCode>,
+    /// Retried gRPC codes.
+    pub grpc_codes: Vec<GrpcCode>,
+    /// Retried methods.
+    pub methods: Vec<Method>,
+    /// First backoff.
+    pub backoff: Duration,
+    /// Largest backoff.
+    pub max_backoff: Duration,
+    /// Budget: retries as a share of requests.
+    pub budget_ratio: f64,
+    /// Budget: retries always allowed per second.
+    pub budget_min_per_second: u32,
+    /// Largest replayable body.
+    pub replay_limit: u64,
+    /// Hedge delay.
+    pub hedge_after: Option<Duration>,
+}
+
+/// Timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TimeoutPolicy {
+    /// Whole request.
+    pub total: Option<Duration>,
+    /// Each attempt.
+    pub per_try: Option<Duration>,
+}
+
+/// How a breaker decides to open.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum BreakerMode {
+    /// After this many consecutive failures.
+    Consecutive(u32),
+    /// When the failure share over the last `window` calls reaches `rate` (0–1),
+    /// once at least `min_calls` were seen.
+    Rate {
+        /// Failure share, 0–1.
+        rate: f64,
+        /// Calls in the window.
+        window: u32,
+        /// Calls needed first.
+        min_calls: u32,
+    },
+}
+
+/// Circuit breaking.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CircuitBreakerPolicy {
+    /// The mode.
+    pub mode: BreakerMode,
+    /// First open duration.
+    pub open: Duration,
+    /// Longest open duration.
+    pub max_open: Duration,
+    /// Half-open probes.
+    pub half_open_probes: u32,
+    /// Slow-call threshold.
+    pub slow_call: Option<Duration>,
+}
+
+/// Fault injection.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct FaultPolicy {
+    /// Delay and its share (0–1).
+    pub delay: Option<(Duration, f64)>,
+    /// Abort: status, gRPC code and share (0–1).
+    pub abort: Option<(StatusCode, GrpcCode, f64)>,
+    /// Only requests with this header (and value, if given).
+    pub only_with_header: Option<(http::HeaderName, Option<String>)>,
+}
