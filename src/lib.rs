@@ -1,1 +1,200 @@
-//! placeholder
+//! apimesh: an in-process API mesh for Rust.
+//!
+//! An API gateway's and a service mesh's powers (routing, authentication,
+//! rate limits, API versions, retries, circuit breakers, metrics, a catalog
+//! of every API) as tower middleware linked into the service itself, driven
+//! by a shared registry. No sidecar, no extra hop.
+//!
+//! ```no_run
+//! use apimesh::{Mesh, registry::FileRegistry};
+//! use axum::routing::get;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let mesh = Mesh::builder()
+//!     .service("orders")
+//!     .registry(FileRegistry::watch("mesh.toml")?)
+//!     .build()
+//!     .await?;
+//!
+//! let app = axum::Router::new()
+//!     .route("/orders/{id}", get(|| async { "an order" }))
+//!     .layer(mesh.inbound());
+//!
+//! let admin = tokio::net::TcpListener::bind("127.0.0.1:9901").await?;
+//! tokio::spawn(async move { axum::serve(admin, mesh.admin()).await });
+//! # let _ = app; Ok(()) }
+//! ```
+//!
+//! The guides live in `docs/`: [architecture](https://github.com/apimesh/apimesh/blob/main/docs/architecture.md),
+//! [configuration](https://github.com/apimesh/apimesh/blob/main/docs/configuration.md),
+//! [performance](https://github.com/apimesh/apimesh/blob/main/docs/performance.md).
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+use std::sync::Arc;
+
+pub use mesh_core as core;
+pub use mesh_core::{Config, ConfigError, MeshError, Registry, RegistryStatus, Snapshot};
+pub use mesh_tower::{InboundLayer, LiveSnapshot, MatchedRoute, Unmatched};
+
+/// Registry backends.
+pub mod registry {
+    pub use mesh_registry::{FileRegistry, FileRegistryError, FileWatchOptions, MemoryRegistry};
+}
+
+/// The tower layers, each usable on its own.
+pub mod layers {
+    pub use mesh_tower::body::MeshBody;
+    pub use mesh_tower::inbound;
+}
+
+/// Why a [`Mesh`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `service(..)` was not given or is empty.
+    #[error("the mesh needs a service name: call .service(\"name\")")]
+    MissingService,
+    /// The builder was not called inside a Tokio runtime.
+    #[error("Mesh::build must run inside a Tokio runtime")]
+    NoRuntime,
+}
+
+/// Configures a [`Mesh`].
+#[must_use]
+pub struct MeshBuilder {
+    service: Option<String>,
+    registry: Option<Arc<dyn Registry>>,
+    unmatched: Unmatched,
+}
+
+impl std::fmt::Debug for MeshBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshBuilder")
+            .field("service", &self.service)
+            .field("registry", &self.registry.as_ref().map(|_| "…"))
+            .field("unmatched", &self.unmatched)
+            .finish()
+    }
+}
+
+impl MeshBuilder {
+    /// The name of this service (who am I).
+    pub fn service(mut self, name: impl Into<String>) -> Self {
+        self.service = Some(name.into());
+        self
+    }
+
+    /// Where policy comes from. Defaults to an empty
+    /// [`MemoryRegistry`](registry::MemoryRegistry).
+    pub fn registry(mut self, registry: impl Registry) -> Self {
+        self.registry = Some(Arc::new(registry));
+        self
+    }
+
+    /// What the inbound layer does with requests that match no route
+    /// (default: pass them through).
+    pub fn unmatched(mut self, unmatched: Unmatched) -> Self {
+        self.unmatched = unmatched;
+        self
+    }
+
+    /// Builds the mesh: subscribes to the registry and starts following it.
+    pub async fn build(self) -> Result<Mesh, BuildError> {
+        let service = self
+            .service
+            .filter(|s| !s.trim().is_empty())
+            .ok_or(BuildError::MissingService)?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(BuildError::NoRuntime);
+        }
+        let registry = self
+            .registry
+            .unwrap_or_else(|| Arc::new(mesh_registry::MemoryRegistry::new()));
+        let live = LiveSnapshot::follow(&*registry);
+        tracing::info!(
+            service = %service,
+            revision = live.load().revision(),
+            "apimesh started"
+        );
+        Ok(Mesh {
+            inner: Arc::new(Inner {
+                service,
+                registry,
+                live,
+                unmatched: self.unmatched,
+            }),
+        })
+    }
+}
+
+/// An apimesh instance for one service: hands out the inbound layer and
+/// the admin router, all reading one live snapshot.
+///
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Mesh {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    service: String,
+    registry: Arc<dyn Registry>,
+    live: LiveSnapshot,
+    unmatched: Unmatched,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("service", &self.inner.service)
+            .field("revision", &self.inner.live.load().revision())
+            .finish()
+    }
+}
+
+impl Mesh {
+    /// Starts configuring a mesh.
+    pub fn builder() -> MeshBuilder {
+        MeshBuilder {
+            service: None,
+            registry: None,
+            unmatched: Unmatched::default(),
+        }
+    }
+
+    /// This service's name.
+    pub fn service(&self) -> &str {
+        &self.inner.service
+    }
+
+    /// The inbound layer for an axum `Router` or a tonic server.
+    pub fn inbound(&self) -> InboundLayer {
+        InboundLayer::new(self.inner.live.clone()).unmatched(self.inner.unmatched)
+    }
+
+    /// The live snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.live.load()
+    }
+
+    /// The live-snapshot handle, for building layers by hand.
+    pub fn live(&self) -> &LiveSnapshot {
+        &self.inner.live
+    }
+
+    /// The registry's status.
+    pub fn registry_status(&self) -> RegistryStatus {
+        self.inner.registry.status().borrow().clone()
+    }
+
+    /// The admin router: `GET /mesh/health`, `GET /mesh/config`. Serve it on
+    /// a loopback listener of its own.
+    pub fn admin(&self) -> axum::Router {
+        mesh_tower::admin::router(
+            &self.inner.service,
+            self.inner.live.clone(),
+            self.inner.registry.status(),
+        )
+    }
+}

@@ -77,8 +77,9 @@ impl Config {
                     key.secret = Some(R.to_owned());
                 }
                 if let Some(jwk) = key.jwk.as_mut().and_then(|j| j.as_object_mut()) {
-                    // Private or symmetric members of a JWK.
-                    for member in ["k", "d", "p", "q", "dp", "dq", "qi"] {
+                    // Private or symmetric members of a JWK (`oth` holds
+                    // the private values of further RSA primes).
+                    for member in ["k", "d", "p", "q", "dp", "dq", "qi", "oth"] {
                         if jwk.contains_key(member) {
                             jwk.insert(member.to_owned(), R.into());
                         }

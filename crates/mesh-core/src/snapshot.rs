@@ -840,17 +840,25 @@ fn compile_match(
     };
     let mut cond = Conditions::default();
     for (i, h) in m.hosts.iter().enumerate() {
-        let host = h.to_ascii_lowercase();
+        // Normalize as `matcher::request_host` normalizes the request's host
+        // (no IPv6 brackets, no trailing dot), or the pattern could never
+        // match. A port is never part of the matched host, so one is an error.
+        let lower = h.to_ascii_lowercase();
+        let unbracketed = lower.strip_prefix('[').and_then(|x| x.strip_suffix(']'));
+        let host = unbracketed.unwrap_or(&lower).trim_end_matches('.').to_owned();
         let bare = host.strip_prefix("*.").unwrap_or(&host);
+        let colons = bare.matches(':').count();
         let valid = !bare.is_empty()
             && bare
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '[' | ']'))
-            && !bare.contains('*');
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':'))
+            && !bare.contains('*')
+            // A single colon is `host:port`; an IPv6 literal has at least two.
+            && (colons == 0 || (colons >= 2 && bare.len() == host.len()));
         if valid {
             cond.hosts.push(host.into());
         } else {
-            cx.err(format!("{path}.hosts[{i}]"), format!("`{h}` is not a host name or `*.suffix`"));
+            cx.err(format!("{path}.hosts[{i}]"), format!("`{h}` is not a host name, IPv6 address or `*.suffix` (without a port)"));
             ok = false;
         }
     }

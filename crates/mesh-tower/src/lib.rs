@@ -1,1 +1,23 @@
-//! placeholder
+//! apimesh's request path as tower middleware.
+//!
+//! - [`LiveSnapshot`]: the live policy, an `ArcSwap<Snapshot>` fed by any
+//!   [`Registry`](mesh_core::Registry) and read without locks.
+//! - [`inbound`]: [`InboundLayer`] matches each request's route once and
+//!   carries the [`MatchedRoute`] in its extensions.
+//! - [`admin`]: the operators' JSON router.
+//!
+//! This crate never names a registry backend; it sees only `mesh-core`'s
+//! trait.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod admin;
+pub mod body;
+pub mod inbound;
+mod live;
+mod route;
+
+pub use body::MeshBody;
+pub use inbound::{Inbound, InboundLayer, Unmatched};
+pub use live::{LiveSnapshot, SnapshotCache};
+pub use route::{MatchedRoute, MissingMatchedRoute};

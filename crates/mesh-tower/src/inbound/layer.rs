@@ -1,0 +1,49 @@
+use tower_layer::Layer;
+
+use super::Inbound;
+use crate::LiveSnapshot;
+
+/// What the inbound layer does with a request that matches no route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unmatched {
+    /// Pass it to the service untouched (no [`MatchedRoute`](crate::MatchedRoute)). The default,
+    /// so adopting apimesh never breaks an endpoint the config does not name yet.
+    #[default]
+    PassThrough,
+    /// Answer 404 with a problem body (gRPC: `UNIMPLEMENTED`).
+    NotFound,
+}
+
+/// Applies the live snapshot's routes to inbound requests. See the
+/// [module docs](crate::inbound).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct InboundLayer {
+    live: LiveSnapshot,
+    unmatched: Unmatched,
+}
+
+impl InboundLayer {
+    /// A layer reading `live`, passing unmatched requests through.
+    pub fn new(live: LiveSnapshot) -> Self {
+        InboundLayer {
+            live,
+            unmatched: Unmatched::default(),
+        }
+    }
+
+    /// Sets what happens to requests no route matches.
+    pub fn unmatched(mut self, unmatched: Unmatched) -> Self {
+        self.unmatched = unmatched;
+        self
+    }
+}
+
+impl<S> Layer<S> for InboundLayer {
+    type Service = Inbound<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Inbound::new(inner, &self.live, self.unmatched)
+    }
+}
