@@ -59,7 +59,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()
         .await?;
 
-    let addr = if serve_forever { "127.0.0.1:50051" } else { "127.0.0.1:0" };
+    let addr = if serve_forever {
+        "127.0.0.1:50051"
+    } else {
+        "127.0.0.1:0"
+    };
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let server = tonic::transport::Server::builder()
@@ -78,11 +82,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     let mut client = EchoClient::new(channel);
     let reply = client
-        .say(SayRequest { message: "hello".into() })
+        .say(SayRequest {
+            message: "hello".into(),
+        })
         .await?
         .into_inner();
-    println!("Say   -> {:?} (served at revision {})", reply.message, reply.revision);
-    match client.shout(SayRequest { message: "hello".into() }).await {
+    println!(
+        "Say   -> {:?} (served at revision {})",
+        reply.message, reply.revision
+    );
+    match client
+        .shout(SayRequest {
+            message: "hello".into(),
+        })
+        .await
+    {
         Ok(r) => println!("Shout -> {:?}", r.into_inner().message),
         Err(status) => println!("Shout -> {:?}: {}", status.code(), status.message()),
     }

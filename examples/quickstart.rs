@@ -21,14 +21,17 @@ use serde_json::{Value, json};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
 
     let mut listen = "127.0.0.1:3000".to_owned();
     let mut admin = "127.0.0.1:9901".to_owned();
-    let mut config = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config/quickstart.toml").to_owned();
+    let mut config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/config/quickstart.toml"
+    )
+    .to_owned();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -36,7 +39,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--listen" => listen = value,
             "--admin" => admin = value,
             "--config" => config = value,
-            other => return Err(format!("unknown flag {other} (use --listen, --admin, --config)").into()),
+            other => {
+                return Err(
+                    format!("unknown flag {other} (use --listen, --admin, --config)").into(),
+                );
+            }
         }
     }
 

@@ -39,11 +39,17 @@ async fn health_and_config_with_secrets_redacted() {
     let config = support::get(addr, "/mesh/config").await;
     assert_eq!(config.status, 200);
     let text = String::from_utf8(config.body.to_vec()).unwrap();
-    assert!(!text.contains("a-very-long-shared-secret"), "secret leaked: {text}");
+    assert!(
+        !text.contains("a-very-long-shared-secret"),
+        "secret leaked: {text}"
+    );
     assert!(!text.contains("2cf24dba"), "key digest leaked: {text}");
     let c = config.json();
     assert_eq!(c["revision"], 1);
     assert_eq!(c["config"]["routes"][0]["id"], "r");
-    assert_eq!(c["config"]["auth"]["issuers"][0]["keys"][0]["secret"], "[redacted]");
+    assert_eq!(
+        c["config"]["auth"]["issuers"][0]["keys"][0]["secret"],
+        "[redacted]"
+    );
     assert_eq!(c["config"]["consumers"][0]["api_keys"][0], "[redacted]");
 }

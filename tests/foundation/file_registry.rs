@@ -38,7 +38,10 @@ fn registry(dir: &tempfile::TempDir) -> (std::path::PathBuf, FileRegistry) {
     (path, reg)
 }
 
-async fn next_status(reg: &FileRegistry, pred: impl FnMut(&apimesh::RegistryStatus) -> bool) -> apimesh::RegistryStatus {
+async fn next_status(
+    reg: &FileRegistry,
+    pred: impl FnMut(&apimesh::RegistryStatus) -> bool,
+) -> apimesh::RegistryStatus {
     let mut rx = reg.status();
     tokio::time::timeout(WITHIN, rx.wait_for(pred))
         .await
@@ -69,7 +72,10 @@ async fn loads_at_start() {
 async fn refuses_to_start_on_a_bad_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mesh.toml");
-    write(&path, "[[routes]]\nid = \"x\"\nmatch = { path = \"nope\" }\n");
+    write(
+        &path,
+        "[[routes]]\nid = \"x\"\nmatch = { path = \"nope\" }\n",
+    );
     let err = FileRegistry::watch(&path).unwrap_err().to_string();
     assert!(err.contains("routes[0].match.path"), "{err}");
     let err = FileRegistry::watch(dir.path().join("missing.toml"))
@@ -105,8 +111,14 @@ async fn invalid_change_is_rejected_and_old_keeps_serving() {
     );
     let status = next_status(&reg, |s| s.rejected == 1).await;
     let err = status.last_error.unwrap();
-    assert!(err.contains("routes[0].destinations[0].service: unknown service `nowhere`"), "{err}");
-    assert!(err.contains("routes[0].destinations: weights sum to 0"), "{err}");
+    assert!(
+        err.contains("routes[0].destinations[0].service: unknown service `nowhere`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("routes[0].destinations: weights sum to 0"),
+        "{err}"
+    );
     assert_eq!(reg.snapshot().revision(), 1);
     assert!(reg.snapshot().route("one").is_some());
 
@@ -187,8 +199,16 @@ async fn rejections_are_counted_as_metrics() {
         .into_iter()
         .filter(|(k, ..)| k.key().name() == "apimesh.registry.updates")
         .map(|(k, _, _, v)| {
-            let outcome = k.key().labels().find(|l| l.key() == "outcome").unwrap().value().to_owned();
-            let DebugValue::Counter(n) = v else { panic!("not a counter") };
+            let outcome = k
+                .key()
+                .labels()
+                .find(|l| l.key() == "outcome")
+                .unwrap()
+                .value()
+                .to_owned();
+            let DebugValue::Counter(n) = v else {
+                panic!("not a counter")
+            };
             (outcome, n)
         })
         .collect();

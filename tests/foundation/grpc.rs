@@ -12,7 +12,10 @@ struct EchoService;
 #[tonic::async_trait]
 impl Echo for EchoService {
     async fn say(&self, req: Request<SayRequest>) -> Result<Response<SayReply>, Status> {
-        let revision = req.extensions().get::<MatchedRoute>().map_or(0, |m| m.revision());
+        let revision = req
+            .extensions()
+            .get::<MatchedRoute>()
+            .map_or(0, |m| m.revision());
         Ok(Response::new(SayReply {
             message: req.into_inner().message,
             revision,
@@ -62,7 +65,13 @@ async fn client(unmatched: Unmatched) -> EchoClient<tonic::transport::Channel> {
 #[tokio::test]
 async fn matched_call_sees_the_route() {
     let mut c = client(Unmatched::NotFound).await;
-    let reply = c.say(SayRequest { message: "hi".into() }).await.unwrap().into_inner();
+    let reply = c
+        .say(SayRequest {
+            message: "hi".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(reply.message, "hi");
     assert_eq!(reply.revision, 1);
 }
@@ -70,15 +79,29 @@ async fn matched_call_sees_the_route() {
 #[tokio::test]
 async fn unmatched_call_is_unimplemented_with_message() {
     let mut c = client(Unmatched::NotFound).await;
-    let status = c.shout(SayRequest { message: "hi".into() }).await.unwrap_err();
+    let status = c
+        .shout(SayRequest {
+            message: "hi".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
-    assert_eq!(status.message(), "no route matches POST /apimesh.echo.v1.Echo/Shout");
+    assert_eq!(
+        status.message(),
+        "no route matches POST /apimesh.echo.v1.Echo/Shout"
+    );
 }
 
 #[tokio::test]
 async fn unmatched_call_passes_through_by_default() {
     let mut c = client(Unmatched::PassThrough).await;
-    let reply = c.shout(SayRequest { message: "hi".into() }).await.unwrap().into_inner();
+    let reply = c
+        .shout(SayRequest {
+            message: "hi".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(reply.message, "HI");
 }
 
@@ -89,11 +112,41 @@ async fn every_mesh_error_maps_to_its_grpc_status() {
     use apimesh::MeshError;
     use std::time::Duration;
     let cases = [
-        (MeshError::Unauthenticated { bearer_error: Some("invalid_token"), challenge: None, detail: "token expired".into() }, Code::Unauthenticated),
-        (MeshError::Forbidden { challenge: None, detail: "missing scope orders:write".into() }, Code::PermissionDenied),
-        (MeshError::RateLimited { retry_after: Duration::from_secs(1), detail: "10/s".into() }, Code::ResourceExhausted),
-        (MeshError::Unavailable { detail: "no endpoint".into(), retry_after: None }, Code::Unavailable),
-        (MeshError::Timeout { detail: "deadline".into() }, Code::DeadlineExceeded),
+        (
+            MeshError::Unauthenticated {
+                bearer_error: Some("invalid_token"),
+                challenge: None,
+                detail: "token expired".into(),
+            },
+            Code::Unauthenticated,
+        ),
+        (
+            MeshError::Forbidden {
+                challenge: None,
+                detail: "missing scope orders:write".into(),
+            },
+            Code::PermissionDenied,
+        ),
+        (
+            MeshError::RateLimited {
+                retry_after: Duration::from_secs(1),
+                detail: "10/s".into(),
+            },
+            Code::ResourceExhausted,
+        ),
+        (
+            MeshError::Unavailable {
+                detail: "no endpoint".into(),
+                retry_after: None,
+            },
+            Code::Unavailable,
+        ),
+        (
+            MeshError::Timeout {
+                detail: "deadline".into(),
+            },
+            Code::DeadlineExceeded,
+        ),
     ];
     for (err, code) in cases {
         let res = err.to_response(true);

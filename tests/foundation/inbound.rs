@@ -65,7 +65,10 @@ async fn header_conditions_pick_the_route() {
         .unwrap();
     assert_eq!(support::send(req).await.body, "orders-admin - 1");
     // Without the header, nothing matches: passed through untouched.
-    assert_eq!(support::get(addr, "/orders/admin/x").await.body, "unmatched");
+    assert_eq!(
+        support::get(addr, "/orders/admin/x").await.body,
+        "unmatched"
+    );
 }
 
 #[tokio::test]

@@ -142,9 +142,13 @@ async fn request_in_flight_keeps_its_snapshot() {
         )
         .layer(mesh.inbound());
 
-    let slow = tokio::spawn(app.clone().oneshot(
-        http::Request::get("/item/1").body(axum::body::Body::empty()).unwrap(),
-    ));
+    let slow = tokio::spawn(
+        app.clone().oneshot(
+            http::Request::get("/item/1")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        ),
+    );
     entered_rx.await.unwrap();
     registry.update_toml(&config(1)).unwrap();
     // The live handle follows the registry on a background task: wait for it.
@@ -155,7 +159,11 @@ async fn request_in_flight_keeps_its_snapshot() {
     }
     let fresh = app
         .clone()
-        .oneshot(http::Request::get("/item/2").body(axum::body::Body::empty()).unwrap())
+        .oneshot(
+            http::Request::get("/item/2")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     let fresh = axum::body::to_bytes(fresh.into_body(), 1024).await.unwrap();

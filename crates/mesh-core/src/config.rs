@@ -54,10 +54,16 @@ impl Config {
     /// Parses a JSON document.
     pub fn from_json(text: &str) -> Result<Config, ConfigError> {
         let mut de = serde_json::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| ConfigError::Syntax {
-            path: e.path().to_string(),
-            message: e.inner().to_string(),
-            line: Some(e.inner().line()),
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let inner = e.inner();
+            let full = inner.to_string();
+            // serde_json appends the position; it is reported as `line` instead.
+            let suffix = format!(" at line {} column {}", inner.line(), inner.column());
+            ConfigError::Syntax {
+                path: e.path().to_string(),
+                message: full.strip_suffix(&suffix).unwrap_or(&full).to_owned(),
+                line: Some(inner.line()),
+            }
         })
     }
 

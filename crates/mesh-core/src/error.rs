@@ -350,7 +350,10 @@ impl MeshError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
         );
-        h.insert("grpc-status", HeaderValue::from(u16::from(self.grpc_code().as_u8())));
+        h.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(self.grpc_code().as_u8())),
+        );
         let message = grpc_percent_encode(&self.to_string());
         if let Ok(v) = HeaderValue::from_str(&message) {
             h.insert("grpc-message", v);
@@ -366,9 +369,8 @@ impl MeshError {
 
     fn add_headers(&self, h: &mut http::HeaderMap) {
         let challenge = match self {
-            MeshError::Unauthenticated { challenge, .. } | MeshError::Forbidden { challenge, .. } => {
-                challenge.as_deref()
-            }
+            MeshError::Unauthenticated { challenge, .. }
+            | MeshError::Forbidden { challenge, .. } => challenge.as_deref(),
             _ => None,
         };
         if let Some(v) = challenge.and_then(|c| HeaderValue::from_str(c).ok()) {

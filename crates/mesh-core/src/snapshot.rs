@@ -259,7 +259,9 @@ impl Snapshot {
 
     /// A consumer by id.
     pub fn consumer(&self, id: &str) -> Option<&ConsumerSpec> {
-        self.consumers.get(id).and_then(|&i| self.config.consumers.get(i))
+        self.consumers
+            .get(id)
+            .and_then(|&i| self.config.consumers.get(i))
     }
 
     /// The consumer owning an API key, by the key's SHA-256 digest.
@@ -396,7 +398,9 @@ fn compile(c: &Config, cx: &mut Cx) -> Compiled {
     let mut services = HashMap::new();
     for (i, s) in c.services.iter().enumerate() {
         let svc = compile_service(cx, &format!("services[{i}]"), s);
-        services.entry(s.name.clone()).or_insert_with(|| Arc::new(svc));
+        services
+            .entry(s.name.clone())
+            .or_insert_with(|| Arc::new(svc));
     }
 
     // Plans.
@@ -432,20 +436,25 @@ fn compile(c: &Config, cx: &mut Cx) -> Compiled {
     let plan_names: HashSet<&str> = c.plans.iter().map(|p| p.name.as_str()).collect();
     let mut consumers_by_key = HashMap::new();
     for (i, consumer) in c.consumers.iter().enumerate() {
-        if let Some(plan) = &consumer.plan {
-            if !plan_names.contains(plan.as_str()) {
-                cx.err(
-                    format!("consumers[{i}].plan"),
-                    format!("unknown plan `{plan}`"),
-                );
-            }
+        if let Some(plan) = &consumer.plan
+            && !plan_names.contains(plan.as_str())
+        {
+            cx.err(
+                format!("consumers[{i}].plan"),
+                format!("unknown plan `{plan}`"),
+            );
         }
         for (j, key) in consumer.api_keys.iter().enumerate() {
             let path = format!("consumers[{i}].api_keys[{j}]");
             match parse_key_digest(key) {
                 Some(d) => {
-                    if consumers_by_key.insert(d, i).is_some() {
-                        cx.err(path, "this key digest belongs to another consumer too");
+                    if let Some(owner) = consumers_by_key.insert(d, i) {
+                        let msg = if owner == i {
+                            "duplicate key digest".to_owned()
+                        } else {
+                            format!("this key digest belongs to consumers[{owner}] too")
+                        };
+                        cx.err(path, msg);
                     }
                 }
                 None => cx.err(
@@ -471,7 +480,8 @@ fn compile(c: &Config, cx: &mut Cx) -> Compiled {
     let mut table = RouteTable::default();
     for (i, r) in c.routes.iter().enumerate() {
         let path = format!("routes[{i}]");
-        if let Some((pattern, conditions, label)) = compile_match(cx, &format!("{path}.match"), &r.matches)
+        if let Some((pattern, conditions, label)) =
+            compile_match(cx, &format!("{path}.match"), &r.matches)
         {
             table.insert(&pattern, conditions);
             let route = compile_route(cx, &path, i, r, c, label);
@@ -526,32 +536,41 @@ fn check_api(cx: &mut Cx, path: &str, api: &ApiSpec) {
             }
         }
         if vs.styles.is_empty() {
-            cx.err(format!("{path}.versioning.styles"), "must name at least one style");
+            cx.err(
+                format!("{path}.versioning.styles"),
+                "must name at least one style",
+            );
         }
         cx.header_name(&format!("{path}.versioning.header"), &vs.header);
-        if let Some(d) = &vs.default {
-            if !names.contains(d.as_str()) {
-                cx.err(
-                    format!("{path}.versioning.default"),
-                    format!("unknown version `{d}`"),
-                );
-            }
+        if let Some(d) = &vs.default
+            && !names.contains(d.as_str())
+        {
+            cx.err(
+                format!("{path}.versioning.default"),
+                format!("unknown version `{d}`"),
+            );
         }
     }
     for (j, v) in api.versions.iter().enumerate() {
         let vp = format!("{path}.versions[{j}]");
         let deprecated = cx.timestamp(&format!("{vp}.deprecated_at"), &v.deprecated_at);
         let sunset = cx.timestamp(&format!("{vp}.sunset"), &v.sunset);
-        if let (Some(d), Some(s)) = (deprecated, sunset) {
-            if s < d {
-                cx.err(format!("{vp}.sunset"), "must not be earlier than deprecated_at");
-            }
+        if let (Some(d), Some(s)) = (deprecated, sunset)
+            && s < d
+        {
+            cx.err(
+                format!("{vp}.sunset"),
+                "must not be earlier than deprecated_at",
+            );
         }
         if let Some(succ) = &v.successor {
             if succ == &v.version {
                 cx.err(format!("{vp}.successor"), "a version cannot succeed itself");
             } else if !names.contains(succ.as_str()) {
-                cx.err(format!("{vp}.successor"), format!("unknown version `{succ}`"));
+                cx.err(
+                    format!("{vp}.successor"),
+                    format!("unknown version `{succ}`"),
+                );
             }
         }
         for (k, b) in v.brownouts.iter().enumerate() {
@@ -567,10 +586,10 @@ fn check_api(cx: &mut Cx, path: &str, api: &ApiSpec) {
                 }
             }
         }
-        if let Some(OpenApiSpec::File(f) | OpenApiSpec::Inline(f)) = &v.openapi {
-            if f.trim().is_empty() {
-                cx.err(format!("{vp}.openapi"), "must not be empty");
-            }
+        if let Some(OpenApiSpec::File(f) | OpenApiSpec::Inline(f)) = &v.openapi
+            && f.trim().is_empty()
+        {
+            cx.err(format!("{vp}.openapi"), "must not be empty");
         }
     }
 }
@@ -607,7 +626,9 @@ fn compile_service(cx: &mut Cx, path: &str, s: &ServiceSpec) -> Service {
     for (j, e) in s.endpoints.iter().enumerate() {
         let ep = format!("{path}.endpoints[{j}]");
         let address = match e.address.parse::<http::uri::Authority>() {
-            Ok(a) if a.port_u16().is_some() && !a.host().is_empty() && !a.as_str().contains('@') => {
+            Ok(a)
+                if a.port_u16().is_some() && !a.host().is_empty() && !a.as_str().contains('@') =>
+            {
                 Some(a)
             }
             _ => {
@@ -630,7 +651,11 @@ fn compile_service(cx: &mut Cx, path: &str, s: &ServiceSpec) -> Service {
                 zone: e.zone.as_deref().map(Into::into),
                 weight: e.weight,
                 priority: e.priority,
-                metadata: e.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                metadata: e
+                    .metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
             });
         }
     }
@@ -700,10 +725,10 @@ fn check_auth(cx: &mut Cx, a: &AuthSettings) {
             .enumerate()
             .map(|(i, s)| (format!("auth.issuers[{i}].issuer"), s.issuer.as_str())),
     );
-    if let Some(l) = cx.opt_duration("auth.leeway", &a.leeway) {
-        if l > Duration::from_secs(300) {
-            cx.err("auth.leeway", "must be at most 5m");
-        }
+    if let Some(l) = cx.opt_duration("auth.leeway", &a.leeway)
+        && l > Duration::from_secs(300)
+    {
+        cx.err("auth.leeway", "must be at most 5m");
     }
     if let Some(s) = &a.max_token_size {
         match parse_size(s) {
@@ -718,15 +743,21 @@ fn check_auth(cx: &mut Cx, a: &AuthSettings) {
     if a.api_key_query.as_deref().is_some_and(|q| q.is_empty()) {
         cx.err("auth.api_key_query", "must not be empty");
     }
-    if let Some(r) = &a.realm {
-        if r.contains(['"', '\\']) || r.chars().any(|c| c.is_control()) {
-            cx.err("auth.realm", "must not contain quotes, backslashes or control characters");
-        }
+    if let Some(r) = &a.realm
+        && (r.contains(['"', '\\']) || r.chars().any(|c| c.is_control()))
+    {
+        cx.err(
+            "auth.realm",
+            "must not contain quotes, backslashes or control characters",
+        );
     }
     for (i, iss) in a.issuers.iter().enumerate() {
         let p = format!("auth.issuers[{i}]");
         if iss.algorithms.is_empty() {
-            cx.err(format!("{p}.algorithms"), "must list at least one algorithm");
+            cx.err(
+                format!("{p}.algorithms"),
+                "must list at least one algorithm",
+            );
         }
         for (j, alg) in iss.algorithms.iter().enumerate() {
             check_algorithm(cx, &format!("{p}.algorithms[{j}]"), alg);
@@ -752,16 +783,27 @@ fn check_auth(cx: &mut Cx, a: &AuthSettings) {
                     format!("`{}` is not in the issuer's algorithms", k.algorithm),
                 );
             }
-            let sources = [k.pem.is_some(), k.pem_file.is_some(), k.jwk.is_some(), k.secret.is_some()]
-                .iter()
-                .filter(|x| **x)
-                .count();
+            let sources = [
+                k.pem.is_some(),
+                k.pem_file.is_some(),
+                k.jwk.is_some(),
+                k.secret.is_some(),
+            ]
+            .iter()
+            .filter(|x| **x)
+            .count();
             if sources != 1 {
-                cx.err(kp.clone(), "give exactly one of pem, pem_file, jwk or secret");
+                cx.err(
+                    kp.clone(),
+                    "give exactly one of pem, pem_file, jwk or secret",
+                );
             }
             let hmac = k.algorithm.starts_with("HS");
             if k.secret.is_some() && !hmac {
-                cx.err(format!("{kp}.secret"), "a secret is only for HS256/HS384/HS512");
+                cx.err(
+                    format!("{kp}.secret"),
+                    "a secret is only for HS256/HS384/HS512",
+                );
             }
             if hmac && (k.pem.is_some() || k.pem_file.is_some()) {
                 cx.err(
@@ -769,19 +811,25 @@ fn check_auth(cx: &mut Cx, a: &AuthSettings) {
                     "an HMAC algorithm cannot use a public key (that is the RS/HS confusion attack)",
                 );
             }
-            if let Some(s) = &k.secret {
-                if s.len() < 32 {
-                    cx.err(format!("{kp}.secret"), "must be at least 32 bytes (RFC 7518 §3.2)");
-                }
+            if let Some(s) = &k.secret
+                && s.len() < 32
+            {
+                cx.err(
+                    format!("{kp}.secret"),
+                    "must be at least 32 bytes (RFC 7518 §3.2)",
+                );
             }
-            if let Some(j) = &k.jwk {
-                if !j.is_object() {
-                    cx.err(format!("{kp}.jwk"), "must be a JWK object");
-                }
+            if let Some(j) = &k.jwk
+                && !j.is_object()
+            {
+                cx.err(format!("{kp}.jwk"), "must be a JWK object");
             }
         }
         cx.opt_duration(&format!("{p}.refresh"), &iss.refresh);
-        cx.opt_duration(&format!("{p}.unknown_kid_interval"), &iss.unknown_kid_interval);
+        cx.opt_duration(
+            &format!("{p}.unknown_kid_interval"),
+            &iss.unknown_kid_interval,
+        );
         cx.opt_duration(&format!("{p}.max_stale"), &iss.max_stale);
     }
 }
@@ -792,7 +840,10 @@ fn check_algorithm(cx: &mut Cx, path: &str, alg: &str) {
     } else if !ALGORITHMS.contains(&alg) {
         cx.err(
             path,
-            format!("unknown algorithm `{alg}` (use one of {})", ALGORITHMS.join(", ")),
+            format!(
+                "unknown algorithm `{alg}` (use one of {})",
+                ALGORITHMS.join(", ")
+            ),
         );
     }
 }
@@ -811,24 +862,47 @@ fn compile_match(
     path: &str,
     m: &MatchSpec,
 ) -> Option<(PathPattern, Conditions, Arc<str>)> {
-    let given = [m.path.is_some(), m.path_prefix.is_some(), m.path_template.is_some()]
-        .iter()
-        .filter(|x| **x)
-        .count();
+    let given = [
+        m.path.is_some(),
+        m.path_prefix.is_some(),
+        m.path_template.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
     let mut ok = true;
     if given > 1 {
-        cx.err(path, "give at most one of path, path_prefix and path_template");
+        cx.err(
+            path,
+            "give at most one of path, path_prefix and path_template",
+        );
         ok = false;
     }
     let parsed = if let Some(p) = &m.path {
-        Some(("path", parse_literal_path(p).map(|s| (PathPattern::Exact(s), Arc::from(p.as_str())))))
+        Some((
+            "path",
+            parse_literal_path(p).map(|s| (PathPattern::Exact(s), Arc::from(p.as_str()))),
+        ))
     } else if let Some(p) = &m.path_prefix {
-        let label = format!("{}/*", p.trim_end_matches('/'));
-        Some(("path_prefix", parse_literal_path(p).map(|s| (PathPattern::Prefix(s), Arc::from(label)))))
+        let label = format!(
+            "/{}/*",
+            p.split('/')
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("/")
+        )
+        .replace("//*", "/*");
+        Some((
+            "path_prefix",
+            parse_literal_path(p).map(|s| (PathPattern::Prefix(s), Arc::from(label))),
+        ))
     } else {
-        m.path_template
-            .as_ref()
-            .map(|p| ("path_template", parse_template(p).map(|s| (s, Arc::from(p.as_str())))))
+        m.path_template.as_ref().map(|p| {
+            (
+                "path_template",
+                parse_template(p).map(|s| (s, Arc::from(p.as_str()))),
+            )
+        })
     };
     let pattern = match parsed {
         None => Some((PathPattern::Prefix(Vec::new()), Arc::from("/*"))),
@@ -845,7 +919,10 @@ fn compile_match(
         // match. A port is never part of the matched host, so one is an error.
         let lower = h.to_ascii_lowercase();
         let unbracketed = lower.strip_prefix('[').and_then(|x| x.strip_suffix(']'));
-        let host = unbracketed.unwrap_or(&lower).trim_end_matches('.').to_owned();
+        let host = unbracketed
+            .unwrap_or(&lower)
+            .trim_end_matches('.')
+            .to_owned();
         let bare = host.strip_prefix("*.").unwrap_or(&host);
         let colons = bare.matches(':').count();
         let valid = !bare.is_empty()
@@ -858,7 +935,10 @@ fn compile_match(
         if valid {
             cond.hosts.push(host.into());
         } else {
-            cx.err(format!("{path}.hosts[{i}]"), format!("`{h}` is not a host name, IPv6 address or `*.suffix` (without a port)"));
+            cx.err(
+                format!("{path}.hosts[{i}]"),
+                format!("`{h}` is not a host name, IPv6 address or `*.suffix` (without a port)"),
+            );
             ok = false;
         }
     }
@@ -922,13 +1002,13 @@ fn compile_route(
     let api = match &r.api {
         Some(name) => match c.apis.iter().find(|a| &a.name == name) {
             Some(api) => {
-                if let Some(v) = &r.version {
-                    if !api.versions.iter().any(|x| &x.version == v) {
-                        cx.err(
-                            format!("{path}.version"),
-                            format!("API `{name}` has no version `{v}`"),
-                        );
-                    }
+                if let Some(v) = &r.version
+                    && !api.versions.iter().any(|x| &x.version == v)
+                {
+                    cx.err(
+                        format!("{path}.version"),
+                        format!("API `{name}` has no version `{v}`"),
+                    );
                 }
                 Some(Arc::from(name.as_str()))
             }
@@ -952,30 +1032,48 @@ fn compile_route(
     for (j, d) in r.destinations.iter().enumerate() {
         let dp = format!("{path}.destinations[{j}]");
         if !service_exists(&d.service) {
-            cx.err(format!("{dp}.service"), format!("unknown service `{}`", d.service));
+            cx.err(
+                format!("{dp}.service"),
+                format!("unknown service `{}`", d.service),
+            );
         }
         for (k, f) in d.failover.iter().enumerate() {
             if !service_exists(f) {
-                cx.err(format!("{dp}.failover[{k}]"), format!("unknown service `{f}`"));
+                cx.err(
+                    format!("{dp}.failover[{k}]"),
+                    format!("unknown service `{f}`"),
+                );
             } else if f == &d.service {
-                cx.err(format!("{dp}.failover[{k}]"), "a service cannot be its own failover");
+                cx.err(
+                    format!("{dp}.failover[{k}]"),
+                    "a service cannot be its own failover",
+                );
             }
         }
         total += u64::from(d.weight);
         destinations.push(Destination {
             service: d.service.as_str().into(),
             weight: d.weight,
-            subset: d.subset.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            subset: d
+                .subset
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             failover: d.failover.iter().map(|f| Arc::from(f.as_str())).collect(),
         });
     }
     if !r.destinations.is_empty() && total == 0 {
-        cx.err(format!("{path}.destinations"), "weights sum to 0; at least one must be greater than 0");
+        cx.err(
+            format!("{path}.destinations"),
+            "weights sum to 0; at least one must be greater than 0",
+        );
     }
     if let Some(s) = &r.split {
         if let Some(st) = &s.sticky {
             let ok = st == "consumer"
-                || st.strip_prefix("header:").is_some_and(|h| HeaderName::from_bytes(h.as_bytes()).is_ok())
+                || st
+                    .strip_prefix("header:")
+                    .is_some_and(|h| HeaderName::from_bytes(h.as_bytes()).is_ok())
                 || st.strip_prefix("cookie:").is_some_and(|c| !c.is_empty());
             if !ok {
                 cx.err(
@@ -993,34 +1091,55 @@ fn compile_route(
             if *idx >= r.destinations.len() {
                 cx.err(
                     format!("{path}.split.overrides.{value}"),
-                    format!("destination {idx} does not exist (there are {})", r.destinations.len()),
+                    format!(
+                        "destination {idx} does not exist (there are {})",
+                        r.destinations.len()
+                    ),
                 );
             }
         }
     }
     if let Some(m) = &r.mirror {
         if !service_exists(&m.service) {
-            cx.err(format!("{path}.mirror.service"), format!("unknown service `{}`", m.service));
+            cx.err(
+                format!("{path}.mirror.service"),
+                format!("unknown service `{}`", m.service),
+            );
         }
         cx.percent(&format!("{path}.mirror.percent"), m.percent);
         if m.max_in_flight == Some(0) {
-            cx.err(format!("{path}.mirror.max_in_flight"), "must be greater than 0");
+            cx.err(
+                format!("{path}.mirror.max_in_flight"),
+                "must be greater than 0",
+            );
         }
     }
 
     let policy = RoutePolicy {
-        auth: r.auth.as_ref().map(|a| compile_auth(cx, &format!("{path}.auth"), a, c)),
+        auth: r
+            .auth
+            .as_ref()
+            .map(|a| compile_auth(cx, &format!("{path}.auth"), a, c)),
         rate_limit: r
             .rate_limit
             .as_ref()
             .map(|rl| compile_rate_limit(cx, &format!("{path}.rate_limit"), rl)),
-        retry: r.retry.as_ref().map(|x| compile_retry(cx, &format!("{path}.retry"), x)),
-        timeout: r.timeout.as_ref().map(|t| compile_timeout(cx, &format!("{path}.timeout"), t)),
+        retry: r
+            .retry
+            .as_ref()
+            .map(|x| compile_retry(cx, &format!("{path}.retry"), x)),
+        timeout: r
+            .timeout
+            .as_ref()
+            .map(|t| compile_timeout(cx, &format!("{path}.timeout"), t)),
         circuit_breaker: r
             .circuit_breaker
             .as_ref()
             .map(|b| compile_breaker(cx, &format!("{path}.circuit_breaker"), b)),
-        fault: r.fault.as_ref().map(|f| compile_fault(cx, &format!("{path}.fault"), f)),
+        fault: r
+            .fault
+            .as_ref()
+            .map(|f| compile_fault(cx, &format!("{path}.fault"), f)),
     };
 
     Route {
@@ -1053,17 +1172,29 @@ fn compile_auth(cx: &mut Cx, path: &str, a: &RouteAuthSpec, c: &Config) -> AuthR
         }
     }
     if none && !methods.is_empty() {
-        cx.err(format!("{path}.require"), "`none` cannot be combined with other methods");
+        cx.err(
+            format!("{path}.require"),
+            "`none` cannot be combined with other methods",
+        );
     }
     if methods.contains(&AuthMethod::Jwt) && c.auth.issuers.is_empty() {
-        cx.err(format!("{path}.require"), "jwt needs at least one entry in auth.issuers");
+        cx.err(
+            format!("{path}.require"),
+            "jwt needs at least one entry in auth.issuers",
+        );
     }
     if none && (!a.scopes.is_empty() || !a.claims.is_empty()) {
-        cx.err(format!("{path}.scopes"), "scopes and claims need an authenticated method");
+        cx.err(
+            format!("{path}.scopes"),
+            "scopes and claims need an authenticated method",
+        );
     }
     for (i, iss) in a.issuers.iter().enumerate() {
         if !c.auth.issuers.iter().any(|x| &x.issuer == iss) {
-            cx.err(format!("{path}.issuers[{i}]"), format!("unknown issuer `{iss}`"));
+            cx.err(
+                format!("{path}.issuers[{i}]"),
+                format!("unknown issuer `{iss}`"),
+            );
         }
     }
     for (i, s) in a.scopes.iter().enumerate() {
@@ -1077,7 +1208,11 @@ fn compile_auth(cx: &mut Cx, path: &str, a: &RouteAuthSpec, c: &Config) -> AuthR
     AuthRequirement {
         methods,
         scopes: a.scopes.clone(),
-        claims: a.claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        claims: a
+            .claims
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         audience: a.audience.clone(),
         issuers: a.issuers.clone(),
     }
@@ -1088,13 +1223,18 @@ fn compile_rate_limit(cx: &mut Cx, path: &str, r: &RateLimitSpec) -> RateLimitPo
         .limits
         .iter()
         .enumerate()
-        .filter_map(|(i, l)| compile_limit(cx, &format!("{path}.limits[{i}]"), l, KeyPart::ClientIp))
+        .filter_map(|(i, l)| {
+            compile_limit(cx, &format!("{path}.limits[{i}]"), l, KeyPart::ClientIp)
+        })
         .collect();
     if r.cost == 0 {
         cx.err(format!("{path}.cost"), "must be greater than 0");
     }
     if r.limits.is_empty() && !r.plan {
-        cx.err(format!("{path}.limits"), "needs at least one limit, or plan = true");
+        cx.err(
+            format!("{path}.limits"),
+            "needs at least one limit, or plan = true",
+        );
     }
     let on_store_failure = match r.on_store_failure.as_deref() {
         None | Some("local") => StoreFailureMode::Local,
@@ -1139,7 +1279,10 @@ fn compile_retry(cx: &mut Cx, path: &str, r: &RetrySpec) -> RetryPolicy {
             .filter_map(|(i, s)| match StatusCode::from_u16(*s) {
                 Ok(st) if (100..600).contains(s) => Some(st),
                 _ => {
-                    cx.err(format!("{path}.statuses[{i}]"), format!("`{s}` is not an HTTP status"));
+                    cx.err(
+                        format!("{path}.statuses[{i}]"),
+                        format!("`{s}` is not an HTTP status"),
+                    );
                     None
                 }
             })
@@ -1153,24 +1296,46 @@ fn compile_retry(cx: &mut Cx, path: &str, r: &RetrySpec) -> RetryPolicy {
             .filter_map(|(i, s)| {
                 let c = GrpcCode::parse(s);
                 if c.is_none() {
-                    cx.err(format!("{path}.grpc_codes[{i}]"), format!("`{s}` is not a gRPC code"));
+                    cx.err(
+                        format!("{path}.grpc_codes[{i}]"),
+                        format!("`{s}` is not a gRPC code"),
+                    );
                 }
                 c
             })
             .collect(),
     };
     let methods = match &r.methods {
-        None => vec![Method::GET, Method::HEAD, Method::OPTIONS, Method::PUT, Method::DELETE],
+        None => vec![
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::PUT,
+            Method::DELETE,
+        ],
         Some(list) => list
             .iter()
             .enumerate()
-            .filter_map(|(i, m)| cx.method(&format!("{path}.methods[{i}]"), &m.to_ascii_uppercase()))
+            .filter_map(|(i, m)| {
+                cx.method(&format!("{path}.methods[{i}]"), &m.to_ascii_uppercase())
+            })
             .collect(),
     };
-    let backoff = cx.duration(&format!("{path}.backoff"), &r.backoff, Duration::from_millis(25));
-    let max_backoff = cx.duration(&format!("{path}.max_backoff"), &r.max_backoff, Duration::from_secs(1));
+    let backoff = cx.duration(
+        &format!("{path}.backoff"),
+        &r.backoff,
+        Duration::from_millis(25),
+    );
+    let max_backoff = cx.duration(
+        &format!("{path}.max_backoff"),
+        &r.max_backoff,
+        Duration::from_secs(1),
+    );
     if max_backoff < backoff {
-        cx.err(format!("{path}.max_backoff"), "must not be less than backoff");
+        cx.err(
+            format!("{path}.max_backoff"),
+            "must not be less than backoff",
+        );
     }
     let budget_ratio = r.budget_ratio.unwrap_or(0.2);
     if !(0.0..=10.0).contains(&budget_ratio) {
@@ -1205,10 +1370,10 @@ fn compile_timeout(cx: &mut Cx, path: &str, t: &TimeoutSpec) -> TimeoutPolicy {
             cx.err(format!("{path}.{field}"), "must be greater than 0");
         }
     }
-    if let (Some(tot), Some(p)) = (total, per_try) {
-        if p > tot {
-            cx.err(format!("{path}.per_try"), "must not exceed total");
-        }
+    if let (Some(tot), Some(p)) = (total, per_try)
+        && p > tot
+    {
+        cx.err(format!("{path}.per_try"), "must not exceed total");
     }
     if t.total.is_none() && t.per_try.is_none() {
         cx.err(path, "give total, per_try or both");
@@ -1228,7 +1393,10 @@ fn compile_breaker(cx: &mut Cx, path: &str, b: &CircuitBreakerSpec) -> CircuitBr
         Some("rate") => {
             let rate = b.failure_rate.unwrap_or(50.0);
             if !(rate > 0.0 && rate <= 100.0) {
-                cx.err(format!("{path}.failure_rate"), "must be greater than 0 and at most 100");
+                cx.err(
+                    format!("{path}.failure_rate"),
+                    "must be greater than 0 and at most 100",
+                );
             }
             let window = b.window.unwrap_or(100);
             let min_calls = b.min_calls.unwrap_or(20);
@@ -1245,12 +1413,19 @@ fn compile_breaker(cx: &mut Cx, path: &str, b: &CircuitBreakerSpec) -> CircuitBr
             }
         }
         Some(other) => {
-            cx.err(format!("{path}.mode"), format!("unknown mode `{other}` (use consecutive or rate)"));
+            cx.err(
+                format!("{path}.mode"),
+                format!("unknown mode `{other}` (use consecutive or rate)"),
+            );
             BreakerMode::Consecutive(5)
         }
     };
     let open = cx.duration(&format!("{path}.open"), &b.open, Duration::from_secs(5));
-    let max_open = cx.duration(&format!("{path}.max_open"), &b.max_open, Duration::from_secs(60));
+    let max_open = cx.duration(
+        &format!("{path}.max_open"),
+        &b.max_open,
+        Duration::from_secs(60),
+    );
     if open.is_zero() {
         cx.err(format!("{path}.open"), "must be greater than 0");
     }
@@ -1272,7 +1447,11 @@ fn compile_breaker(cx: &mut Cx, path: &str, b: &CircuitBreakerSpec) -> CircuitBr
 
 fn compile_fault(cx: &mut Cx, path: &str, f: &FaultSpec) -> FaultPolicy {
     let delay = f.delay.as_ref().map(|d| {
-        let dur = cx.duration(&format!("{path}.delay.duration"), &Some(d.duration.clone()), Duration::ZERO);
+        let dur = cx.duration(
+            &format!("{path}.delay.duration"),
+            &Some(d.duration.clone()),
+            Duration::ZERO,
+        );
         (dur, cx.percent(&format!("{path}.delay.percent"), d.percent))
     });
     let abort = f.abort.as_ref().map(|a| {
@@ -1280,7 +1459,10 @@ fn compile_fault(cx: &mut Cx, path: &str, f: &FaultSpec) -> FaultPolicy {
             Some(s) => match StatusCode::from_u16(s) {
                 Ok(st) if (200..600).contains(&s) => st,
                 _ => {
-                    cx.err(format!("{path}.abort.status"), format!("`{s}` is not an HTTP status from 200 to 599"));
+                    cx.err(
+                        format!("{path}.abort.status"),
+                        format!("`{s}` is not an HTTP status from 200 to 599"),
+                    );
                     StatusCode::SERVICE_UNAVAILABLE
                 }
             },
@@ -1288,7 +1470,10 @@ fn compile_fault(cx: &mut Cx, path: &str, f: &FaultSpec) -> FaultPolicy {
         };
         let grpc = match &a.grpc {
             Some(g) => GrpcCode::parse(g).unwrap_or_else(|| {
-                cx.err(format!("{path}.abort.grpc"), format!("`{g}` is not a gRPC code"));
+                cx.err(
+                    format!("{path}.abort.grpc"),
+                    format!("`{g}` is not a gRPC code"),
+                );
                 GrpcCode::Unavailable
             }),
             None => GrpcCode::from_http_status(status),
@@ -1296,7 +1481,11 @@ fn compile_fault(cx: &mut Cx, path: &str, f: &FaultSpec) -> FaultPolicy {
         if a.status.is_none() && a.grpc.is_none() {
             cx.err(format!("{path}.abort"), "give status, grpc or both");
         }
-        (status, grpc, cx.percent(&format!("{path}.abort.percent"), a.percent))
+        (
+            status,
+            grpc,
+            cx.percent(&format!("{path}.abort.percent"), a.percent),
+        )
     });
     if f.delay.is_none() && f.abort.is_none() {
         cx.err(path, "give delay, abort or both");

@@ -70,7 +70,7 @@ pub fn format_duration(d: Duration) -> String {
         return "0".to_owned();
     }
     for (size, unit) in UNITS {
-        if nanos % size == 0 {
+        if nanos.is_multiple_of(size) {
             return format!("{}{unit}", nanos / size);
         }
     }
@@ -225,7 +225,16 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        for bad in ["", "s", "10", "10x", "-1s", "1e9999s", "1..2s", "99999999999999d"] {
+        for bad in [
+            "",
+            "s",
+            "10",
+            "10x",
+            "-1s",
+            "1e9999s",
+            "1..2s",
+            "99999999999999d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
@@ -236,7 +245,10 @@ mod tests {
     fn rates() {
         let r: Rate = "100/s".parse().unwrap();
         assert_eq!(r.interval(), Duration::from_millis(10));
-        assert_eq!("1000000/month".parse::<Rate>().unwrap().period, Period::Month);
+        assert_eq!(
+            "1000000/month".parse::<Rate>().unwrap().period,
+            Period::Month
+        );
         for bad in ["", "100", "0/s", "x/s", "10/fortnight", "/s", "-1/s"] {
             assert!(bad.parse::<Rate>().is_err(), "{bad}");
         }

@@ -46,11 +46,12 @@ impl Publisher {
         let next = self.snapshots.borrow().revision() + 1;
         match config.and_then(|c| Snapshot::build(c, next)) {
             Ok(snapshot) => {
-                self.snapshots.send_replace(Arc::new(snapshot));
+                // Status first, so whoever sees the new snapshot also sees it counted.
                 self.status.send_modify(|s| {
                     s.applied += 1;
                     s.last_change = Some(SystemTime::now());
                 });
+                self.snapshots.send_replace(Arc::new(snapshot));
                 metrics::counter!("apimesh.registry.updates", "outcome" => "applied").increment(1);
                 metrics::gauge!("apimesh.registry.revision").set(next as f64);
                 tracing::info!(revision = next, "registry published a new snapshot");

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Whole-stack throughput on loopback: bare axum vs the same handler behind
+# apimesh, side by side in one run.
+#
+#   scripts/loadtest.sh [--duration 5s] [--rounds 3] [--connections 32] [--routes 100]
+#
+# Builds in release, pins each server to core 0 and wrk to core 1 (when
+# there are two cores), alternates bare and mesh runs for --rounds rounds,
+# and prints the median requests/s, p50 and p99 of each and the ratio.
+# Traffic goes to 127.0.0.1 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=5s rounds=3 connections=32 routes=100
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) duration=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --connections) connections=$2; shift 2 ;;
+    --routes) routes=$2; shift 2 ;;
+    *) echo "unknown flag $1" >&2; exit 2 ;;
+  esac
+done
+
+if ! command -v wrk >/dev/null; then
+  echo "wrk is missing; installing it with apt-get" >&2
+  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+fi
+
+cargo build --release --example bench_server -q
+bin=target/release/examples/bench_server
+
+server_cpu="" client_cpu=""
+if [ "$(nproc)" -ge 2 ]; then server_cpu="taskset -c 0"; client_cpu="taskset -c 1"; fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+results=$(mktemp)
+trap 'rm -f "$results"; [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true' EXIT
+
+run() { # mode
+  local mode=$1 port
+  port=$(free_port)
+  $server_cpu "$bin" --mode "$mode" --listen "127.0.0.1:$port" --routes "$routes" >/dev/null &
+  pid=$!
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$port/svc/$(( (routes - 1) / 3 * 3 ))/items/1" >/dev/null && break
+    sleep 0.05
+  done
+  local out
+  out=$($client_cpu wrk -t1 -c"$connections" -d"$duration" --latency \
+        "http://127.0.0.1:$port/svc/$(( (routes - 1) / 3 * 3 ))/items/1")
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+  local rps p50 p99 non2xx
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+  if [ -n "$non2xx" ]; then echo "$mode: $non2xx non-2xx responses" >&2; exit 1; fi
+  echo "$mode $rps $p50 $p99" >>"$results"
+  printf '%-5s %12s req/s  p50 %8s  p99 %8s\n' "$mode" "$rps" "$p50" "$p99"
+}
+
+echo "loadtest: $rounds rounds x $duration, $connections connections, $routes routes, $(nproc) cores"
+for _ in $(seq "$rounds"); do run bare; run mesh; done
+
+python3 - "$results" <<'PY'
+import statistics, sys
+def us(v):
+    for suf, f in (("us", 1), ("ms", 1e3), ("s", 1e6)):
+        if v.endswith(suf): return float(v[:-len(suf)]) * f
+    return float(v)
+rows = {}
+for line in open(sys.argv[1]):
+    mode, rps, p50, p99 = line.split()
+    rows.setdefault(mode, []).append((float(rps), us(p50), us(p99)))
+med = {m: [statistics.median(c) for c in zip(*r)] for m, r in rows.items()}
+print()
+print("median of %d rounds" % len(rows["bare"]))
+for m in ("bare", "mesh"):
+    rps, p50, p99 = med[m]
+    print(f"{m:5} {rps:12.0f} req/s  p50 {p50:8.1f}us  p99 {p99:8.1f}us")
+print(f"ratio mesh/bare: {med['mesh'][0] / med['bare'][0]:.3f}")
+PY

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite: the one command CI runs and the README gives.
+#
+#   scripts/test.sh
+#
+# Installs the system packages the tests need (with apt-get, as root, when
+# missing), then runs: rustfmt check, clippy with warnings denied on every
+# target and feature (which also proves benches and examples compile), every
+# test, and the docs with warnings denied.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing system packages: ${need[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+step() { printf '\n==> %s\n' "$*" >&2; "$@"; }
+
+step cargo fmt --all --check
+step cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+step cargo test --workspace --all-features --locked
+RUSTDOCFLAGS="-D warnings" step cargo doc --workspace --no-deps --all-features --locked
