@@ -22,6 +22,12 @@ fi
 
 step() { printf '\n==> %s\n' "$*" >&2; "$@"; }
 
+# mesh-tower must never depend on a registry backend.
+if cargo tree -p mesh-tower --locked -e normal | grep -E 'mesh-registry|etcd-client|notify' >&2; then
+  echo "mesh-tower depends on a registry backend (see above)" >&2
+  exit 1
+fi
+
 step cargo fmt --all --check
 step cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 step cargo test --workspace --all-features --locked

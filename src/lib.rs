@@ -16,7 +16,7 @@
 //!     .build()
 //!     .await?;
 //!
-//! let app = axum::Router::new()
+//! let app: axum::Router = axum::Router::new()
 //!     .route("/orders/{id}", get(|| async { "an order" }))
 //!     .layer(mesh.inbound());
 //!
@@ -198,3 +198,8 @@ impl Mesh {
         )
     }
 }
+
+/// Compiles the README's examples as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
