@@ -215,7 +215,7 @@ pub struct BrownoutSpec {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum OpenApiSpec {
-    /// A file path, read when the snapshot is built.
+    /// A file path, relative to the working directory; read by the catalog when served.
     File(String),
     /// The document itself.
     Inline(String),
@@ -258,7 +258,7 @@ pub struct EndpointSpec {
     /// Zone, e.g. `eu-west-1a`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
-    /// Relative weight, greater than 0 (default 1).
+    /// Relative weight (default 1); 0 drains the endpoint (no new requests).
     #[serde(default = "one")]
     pub weight: u32,
     /// Priority group: 0 is primary, higher numbers are used on failover.
@@ -539,7 +539,8 @@ pub struct QueryMatchSpec {
 pub struct DestinationSpec {
     /// The service, by name.
     pub service: String,
-    /// Relative weight, greater than 0 (default 100).
+    /// Relative weight (default 100); 0 sends nothing here, but the
+    /// weights of a route must not all be 0.
     #[serde(default = "hundred")]
     pub weight: u32,
     /// Only endpoints whose metadata has all these labels.

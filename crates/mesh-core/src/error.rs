@@ -9,12 +9,12 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 
 /// One problem in a config, at a field path such as
-/// `routes[2].destinations[1].weight`.
+/// `routes[2].destinations[1].service`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
-    /// Where, e.g. `routes[2].destinations[1].weight`.
+    /// Where, e.g. `routes[2].destinations[1].service`.
     pub path: String,
-    /// What is wrong, e.g. `must be greater than 0`.
+    /// What is wrong, e.g. ``unknown service `nowhere` ``.
     pub message: String,
 }
 

@@ -542,6 +542,21 @@ fn check_api(cx: &mut Cx, path: &str, api: &ApiSpec) {
             );
         }
         cx.header_name(&format!("{path}.versioning.header"), &vs.header);
+        let mut seen_styles = HashSet::new();
+        for (k, st) in vs.styles.iter().enumerate() {
+            if !seen_styles.insert(st.as_str()) {
+                cx.err(
+                    format!("{path}.versioning.styles[{k}]"),
+                    format!("duplicate style `{st}`"),
+                );
+            }
+        }
+        if vs.query.is_empty() || vs.query.contains(['&', '=', '#', ' ']) {
+            cx.err(
+                format!("{path}.versioning.query"),
+                "must be a non-empty parameter name without `&`, `=`, `#` or spaces",
+            );
+        }
         if let Some(d) = &vs.default
             && !names.contains(d.as_str())
         {
@@ -969,8 +984,22 @@ fn compile_match(
     }
     for (i, q) in m.query.iter().enumerate() {
         let qp = format!("{path}.query[{i}]");
-        if q.name.is_empty() {
-            cx.err(format!("{qp}.name"), "must not be empty");
+        if q.name.is_empty() || q.name.contains(['&', '=', '#', ' ']) {
+            cx.err(
+                format!("{qp}.name"),
+                "must be a non-empty raw parameter name without `&`, `=`, `#` or spaces",
+            );
+            ok = false;
+            continue;
+        }
+        if q.value
+            .as_deref()
+            .is_some_and(|v| v.contains(['&', '#', ' ']))
+        {
+            cx.err(
+                format!("{qp}.value"),
+                "is compared before percent-decoding and must not contain `&`, `#` or spaces",
+            );
             ok = false;
             continue;
         }
@@ -1069,6 +1098,9 @@ fn compile_route(
         );
     }
     if let Some(s) = &r.split {
+        if r.destinations.is_empty() {
+            cx.err(format!("{path}.split"), "a split needs destinations");
+        }
         if let Some(st) = &s.sticky {
             let ok = st == "consumer"
                 || st
@@ -1382,6 +1414,25 @@ fn compile_timeout(cx: &mut Cx, path: &str, t: &TimeoutSpec) -> TimeoutPolicy {
 }
 
 fn compile_breaker(cx: &mut Cx, path: &str, b: &CircuitBreakerSpec) -> CircuitBreakerPolicy {
+    // Fields of the other mode are mistakes, not silently ignored settings.
+    let rate_mode = b.mode.as_deref() == Some("rate");
+    if rate_mode && b.failures.is_some() {
+        cx.err(
+            format!("{path}.failures"),
+            "only applies to mode = \"consecutive\"",
+        );
+    }
+    if !rate_mode {
+        for (field, set) in [
+            ("failure_rate", b.failure_rate.is_some()),
+            ("window", b.window.is_some()),
+            ("min_calls", b.min_calls.is_some()),
+        ] {
+            if set {
+                cx.err(format!("{path}.{field}"), "only applies to mode = \"rate\"");
+            }
+        }
+    }
     let mode = match b.mode.as_deref() {
         None | Some("consecutive") => {
             let n = b.failures.unwrap_or(5);

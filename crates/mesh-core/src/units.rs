@@ -24,7 +24,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
     }
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("`{input}` has no unit (use ms, s, m, h or d)"))?;
+        .ok_or_else(|| format!("`{input}` has no unit (use ns, us, ms, s, m, h or d)"))?;
     let (number, unit) = s.split_at(split);
     if number.is_empty() {
         return Err(format!("`{input}` does not start with a number"));

@@ -257,7 +257,14 @@ fn random_route(clean: bool) -> impl Strategy<Value = RandomRoute> {
             any::<String>(),
             0u8..4,
         )),
-        proptest::option::of((mostly(clean, &["q", "z"], "[a-z=&]{0,5}"), any::<String>())),
+        proptest::option::of((
+            mostly(clean, &["q", "z"], "[a-z=&]{0,5}"),
+            if clean {
+                "[a-zA-Z0-9%._~-]{0,8}".boxed()
+            } else {
+                any::<String>().boxed()
+            },
+        )),
     );
     let policies = (
         proptest::option::of((
@@ -394,11 +401,14 @@ fn route_toml(i: usize, r: &RandomRoute) -> String {
     }
     if let Some((window, min_calls, mode)) = &r.breaker {
         let mut b = vec![format!("mode = {}", q(mode))];
-        if let Some(w) = window {
-            b.push(format!("window = {w}"));
-        }
-        if let Some(mc) = min_calls {
-            b.push(format!("min_calls = {mc}"));
+        // Window fields belong to the rate mode; elsewhere they are errors.
+        if mode != "consecutive" {
+            if let Some(w) = window {
+                b.push(format!("window = {w}"));
+            }
+            if let Some(mc) = min_calls {
+                b.push(format!("min_calls = {mc}"));
+            }
         }
         t.push_str(&format!("circuit_breaker = {{ {} }}\n", b.join(", ")));
     }

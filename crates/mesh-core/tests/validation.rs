@@ -1248,7 +1248,7 @@ fn header_and_query_conditions_are_exclusive() {
     expect_one(
         &with_match("query = [{ name = \"\" }]"),
         "routes[0].match.query[0].name",
-        "must not be empty",
+        "must be a non-empty raw parameter name",
     );
 }
 
@@ -2170,4 +2170,75 @@ api_keys = ["{DIGEST_A}", "{DIGEST_B}"]
     );
     assert_eq!(config.consumers[0].api_keys[0], DIGEST_A);
     assert_eq!(config, Config::from_toml(&text).unwrap());
+}
+
+// ---------------------------------------------------------------------------
+// Settings that would be silently ignored are errors
+
+#[test]
+fn breaker_fields_of_the_other_mode_are_rejected() {
+    expect_one(
+        &route(r#"circuit_breaker = { mode = "rate", failures = 3 }"#),
+        "routes[0].circuit_breaker.failures",
+        "only applies to mode = \"consecutive\"",
+    );
+    let errors = invalid(&route(
+        r#"circuit_breaker = { failures = 3, window = 10, min_calls = 5 }"#,
+    ));
+    expect_has(
+        &errors,
+        "routes[0].circuit_breaker.window",
+        "only applies to mode = \"rate\"",
+    );
+    expect_has(
+        &errors,
+        "routes[0].circuit_breaker.min_calls",
+        "only applies to mode = \"rate\"",
+    );
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+}
+
+#[test]
+fn query_values_that_could_never_match_are_rejected() {
+    expect_one(
+        &with_match(r#"query = [{ name = "q", value = "a b" }]"#),
+        "routes[0].match.query[0].value",
+        "before percent-decoding",
+    );
+    expect_one(
+        &with_match(r#"query = [{ name = "a=b" }]"#),
+        "routes[0].match.query[0].name",
+        "without `&`, `=`, `#` or spaces",
+    );
+}
+
+#[test]
+fn versioning_styles_and_query_are_checked() {
+    let text = r#"
+        [[apis]]
+        name = "orders"
+        versions = [{ version = "v1" }]
+        versioning = { styles = ["header", "header"], query = "" }
+    "#;
+    let errors = invalid(text);
+    expect_has(
+        &errors,
+        "apis[0].versioning.styles[1]",
+        "duplicate style `header`",
+    );
+    expect_has(
+        &errors,
+        "apis[0].versioning.query",
+        "non-empty parameter name",
+    );
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+}
+
+#[test]
+fn split_without_destinations_is_rejected() {
+    expect_one(
+        &with_services("[[routes]]\nid = \"r\"\nsplit = { sticky = \"consumer\" }\n"),
+        "routes[0].split",
+        "a split needs destinations",
+    );
 }
