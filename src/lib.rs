@@ -35,7 +35,9 @@ use std::sync::Arc;
 
 pub use mesh_core as core;
 pub use mesh_core::{Config, ConfigError, MeshError, Registry, RegistryStatus, Snapshot};
-pub use mesh_tower::{InboundLayer, LiveSnapshot, MatchedRoute, Unmatched};
+pub use mesh_tower::{
+    AuthLayer, InboundLayer, LiveSnapshot, MatchedRoute, MeshInboundLayer, Principal, Unmatched,
+};
 
 /// Registry backends.
 pub mod registry {
@@ -44,6 +46,7 @@ pub mod registry {
 
 /// The tower layers, each usable on its own.
 pub mod layers {
+    pub use mesh_tower::auth;
     pub use mesh_tower::body::MeshBody;
     pub use mesh_tower::inbound;
 }
@@ -123,6 +126,7 @@ impl MeshBuilder {
                 registry,
                 live,
                 unmatched: self.unmatched,
+                auth: AuthLayer::from_routes(),
             }),
         })
     }
@@ -142,6 +146,7 @@ struct Inner {
     registry: Arc<dyn Registry>,
     live: LiveSnapshot,
     unmatched: Unmatched,
+    auth: AuthLayer,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -168,9 +173,13 @@ impl Mesh {
         &self.inner.service
     }
 
-    /// The inbound layer for an axum `Router` or a tonic server.
-    pub fn inbound(&self) -> InboundLayer {
-        InboundLayer::new(self.inner.live.clone()).unmatched(self.inner.unmatched)
+    /// The inbound policy chain for an axum `Router` or a tonic server:
+    /// route match, then each route's authentication.
+    pub fn inbound(&self) -> MeshInboundLayer {
+        MeshInboundLayer::new(
+            InboundLayer::new(self.inner.live.clone()).unmatched(self.inner.unmatched),
+            self.inner.auth.clone(),
+        )
     }
 
     /// The live snapshot.

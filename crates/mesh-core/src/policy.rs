@@ -53,6 +53,26 @@ pub struct AuthRequirement {
     pub issuers: Vec<String>,
 }
 
+impl AuthRequirement {
+    /// A requirement built in code (standalone layers); routes get theirs
+    /// from the config.
+    pub fn new(
+        methods: Vec<AuthMethod>,
+        scopes: Vec<String>,
+        claims: Vec<(String, String)>,
+        audience: Option<String>,
+        issuers: Vec<String>,
+    ) -> AuthRequirement {
+        AuthRequirement {
+            methods,
+            scopes,
+            claims,
+            audience,
+            issuers,
+        }
+    }
+}
+
 /// What a limit is counted by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]

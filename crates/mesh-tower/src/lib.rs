@@ -12,12 +12,14 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod admin;
+pub mod auth;
 pub mod body;
 pub mod inbound;
 mod live;
 mod route;
 
+pub use auth::{AuthLayer, Principal};
 pub use body::MeshBody;
-pub use inbound::{Inbound, InboundLayer, Unmatched};
+pub use inbound::{Inbound, InboundLayer, MeshInboundLayer, Unmatched};
 pub use live::{LiveSnapshot, SnapshotCache};
 pub use route::{MatchedRoute, MissingMatchedRoute};

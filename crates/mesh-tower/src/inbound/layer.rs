@@ -47,3 +47,28 @@ impl<S> Layer<S> for InboundLayer {
         Inbound::new(inner, &self.live, self.unmatched)
     }
 }
+
+/// The whole inbound policy chain a mesh puts in front of a service:
+/// route match, then authentication (more stages join as they are built).
+/// `mesh.inbound()` returns one; it is a plain [`Layer`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MeshInboundLayer {
+    routes: InboundLayer,
+    auth: crate::auth::AuthLayer,
+}
+
+impl MeshInboundLayer {
+    /// The chain over `live`, sharing `auth`'s key caches.
+    pub fn new(routes: InboundLayer, auth: crate::auth::AuthLayer) -> Self {
+        MeshInboundLayer { routes, auth }
+    }
+}
+
+impl<S> Layer<S> for MeshInboundLayer {
+    type Service = Inbound<crate::auth::Auth<S>>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.routes.layer(self.auth.layer(inner))
+    }
+}

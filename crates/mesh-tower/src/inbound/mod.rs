@@ -31,7 +31,7 @@ mod layer;
 mod service;
 
 pub use future::ResponseFuture;
-pub use layer::{InboundLayer, Unmatched};
+pub use layer::{InboundLayer, MeshInboundLayer, Unmatched};
 pub use service::Inbound;
 
 #[cfg(test)]
