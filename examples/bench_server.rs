@@ -2,12 +2,15 @@
 //! behind apimesh's inbound layer. Not a demo; see `scripts/loadtest.sh`.
 //!
 //! ```text
-//! bench_server --mode bare|mesh [--listen 127.0.0.1:8080] [--routes 100]
+//! bench_server --mode bare|mesh|mesh-jwt [--listen 127.0.0.1:8080] [--routes 100]
+//! bench_server --print-token
 //! ```
 //!
 //! In `mesh` mode the registry holds `--routes` routes (templates, exact
 //! paths and prefixes) and the request matches the last template route, so
-//! the whole route table is in play.
+//! the whole route table is in play. `mesh-jwt` also requires an RS256
+//! bearer token on every route; `--print-token` prints one (valid for an
+//! hour, signed with the benchmark key in `benches/keys/`).
 
 use std::sync::Arc;
 
@@ -19,7 +22,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut mode = "bare".to_owned();
     let mut listen = "127.0.0.1:8080".to_owned();
     let mut routes: usize = 100;
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--print-token") {
+        println!("{}", token()?);
+        return Ok(());
+    }
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -34,8 +41,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = axum::Router::new().route("/svc/{n}/items/{id}", get(|| async { "hello" }));
     let app = match mode.as_str() {
         "bare" => app,
-        "mesh" => {
-            let snapshot = Snapshot::from_toml(&config(routes), 1)?;
+        "mesh" | "mesh-jwt" => {
+            let snapshot = Snapshot::from_toml(&config(routes, mode == "mesh-jwt")?, 1)?;
             let live = LiveSnapshot::fixed(Arc::new(snapshot));
             axum::Router::new()
                 .route(
@@ -45,9 +52,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         "hello"
                     }),
                 )
-                .layer(apimesh::InboundLayer::new(live).unmatched(Unmatched::NotFound))
+                .layer(apimesh::MeshInboundLayer::new(
+                    apimesh::InboundLayer::new(live).unmatched(Unmatched::NotFound),
+                    apimesh::AuthLayer::from_routes(),
+                ))
         }
-        other => return Err(format!("unknown mode {other} (use bare or mesh)").into()),
+        other => return Err(format!("unknown mode {other} (use bare, mesh or mesh-jwt)").into()),
     };
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("bench_server ({mode}) on {}", listener.local_addr()?);
@@ -55,16 +65,48 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+const ISSUER: &str = "https://idp.bench";
+
+fn key(file: &str) -> std::io::Result<String> {
+    std::fs::read_to_string(format!(
+        "{}/benches/keys/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+}
+
+/// An RS256 token the `mesh-jwt` mode accepts, valid for an hour.
+fn token() -> Result<String, Box<dyn std::error::Error>> {
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 3600;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("rs".into());
+    let claims = serde_json::json!({ "iss": ISSUER, "aud": "bench", "sub": "load", "exp": exp });
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key("rsa.key.pem")?.as_bytes())?;
+    Ok(jsonwebtoken::encode(&header, &claims, &key)?)
+}
+
 /// `n` routes; the hello URL `/svc/<last>/items/1` matches the last template.
-fn config(n: usize) -> String {
+fn config(n: usize, jwt: bool) -> Result<String, Box<dyn std::error::Error>> {
     let mut s = String::new();
+    let auth = if jwt {
+        s.push_str(&format!(
+            "[auth]\nissuers = [{{ issuer = \"{ISSUER}\", audiences = [\"bench\"], algorithms = [\"RS256\"], keys = [{{ kid = \"rs\", algorithm = \"RS256\", pem = \"{}\" }}] }}]\n\n",
+            key("rsa.pub.pem")?.replace('\n', "\\n")
+        ));
+        "auth = { require = [\"jwt\"] }\n"
+    } else {
+        ""
+    };
     for i in 0..n {
         let m = match i % 3 {
             0 => format!(r#"{{ path_template = "/svc/{i}/items/{{id}}", methods = ["GET"] }}"#),
             1 => format!(r#"{{ path = "/svc/{i}/health" }}"#),
             _ => format!(r#"{{ path_prefix = "/svc/{i}/static" }}"#),
         };
-        s.push_str(&format!("[[routes]]\nid = \"r{i}\"\nmatch = {m}\n\n"));
+        s.push_str(&format!("[[routes]]\nid = \"r{i}\"\nmatch = {m}\n{auth}\n"));
     }
-    s
+    Ok(s)
 }

@@ -11,7 +11,7 @@
 //! new revision; an invalid edit is rejected and the old one keeps serving.
 
 use apimesh::registry::FileRegistry;
-use apimesh::{MatchedRoute, Mesh, Unmatched};
+use apimesh::{MatchedRoute, Mesh, Principal, Unmatched};
 use axum::Json;
 use axum::extract::Path;
 use axum::routing::get;
@@ -65,8 +65,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app_addr = app_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     println!("apimesh quickstart: service `orders`, config {config}");
-    println!("  try:  curl -i http://{app_addr}/v2/orders/42");
-    println!("        curl -i http://{app_addr}/v1/orders/42");
+    println!("  try:  curl -i http://{app_addr}/v1/orders/42");
+    println!("        curl -i http://{app_addr}/v2/orders/42            (401: needs an API key)");
+    println!("        curl -i -H 'x-api-key: demo-key' http://{app_addr}/v2/orders/42");
     println!("        curl -i http://{app_addr}/nope            (404 problem+json: no route)");
     println!("  admin: curl http://{admin_addr}/mesh/health");
     println!("         curl http://{admin_addr}/mesh/config");
@@ -90,9 +91,10 @@ async fn order_v1(Path(id): Path<String>, route: MatchedRoute) -> Json<Value> {
     }))
 }
 
-async fn order_v2(Path(id): Path<String>, route: MatchedRoute) -> Json<Value> {
+async fn order_v2(Path(id): Path<String>, route: MatchedRoute, who: Principal) -> Json<Value> {
     Json(json!({
         "order": { "id": id, "status": "shipped" },
+        "consumer": who.consumer(),
         "route": route.route().id(),
         "api": route.route().api(),
         "version": route.route().version(),

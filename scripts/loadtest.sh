@@ -3,21 +3,25 @@
 # apimesh, side by side in one run.
 #
 #   scripts/loadtest.sh [--duration 5s] [--rounds 3] [--connections 32] [--routes 100]
+#                       [--modes "bare mesh mesh-jwt"]
 #
+# Modes: `bare` (axum alone), `mesh` (behind apimesh, routing only),
+# `mesh-jwt` (every route requires an RS256 token; the clients reuse one).
 # Builds in release, pins each server to core 0 and wrk to core 1 (when
-# there are two cores), alternates bare and mesh runs for --rounds rounds,
-# and prints the median requests/s, p50 and p99 of each and the ratio.
+# there are two cores), runs the modes in turn for --rounds rounds, and
+# prints the median requests/s, p50 and p99 of each and its ratio to bare.
 # Traffic goes to 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=5s rounds=3 connections=32 routes=100
+duration=5s rounds=3 connections=32 routes=100 modes="bare mesh"
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --connections) connections=$2; shift 2 ;;
     --routes) routes=$2; shift 2 ;;
+    --modes) modes=$2; shift 2 ;;
     *) echo "unknown flag $1" >&2; exit 2 ;;
   esac
 done
@@ -29,6 +33,7 @@ fi
 
 cargo build --release --example bench_server -q
 bin=target/release/examples/bench_server
+token=$("$bin" --print-token)
 
 server_cpu="" client_cpu=""
 if [ "$(nproc)" -ge 2 ]; then server_cpu="taskset -c 0"; client_cpu="taskset -c 1"; fi
@@ -44,11 +49,14 @@ run() { # mode
   $server_cpu "$bin" --mode "$mode" --listen "127.0.0.1:$port" --routes "$routes" >/dev/null &
   pid=$!
   for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$port/svc/$(( (routes - 1) / 3 * 3 ))/items/1" >/dev/null && break
+    curl -sf -H "Authorization: Bearer $token" \
+      "http://127.0.0.1:$port/svc/$(( (routes - 1) / 3 * 3 ))/items/1" >/dev/null && break
     sleep 0.05
   done
   local out
-  out=$($client_cpu wrk -t1 -c"$connections" -d"$duration" --latency \
+  local auth=()
+  [ "$mode" = mesh-jwt ] && auth=(-H "Authorization: Bearer $token")
+  out=$($client_cpu wrk -t1 -c"$connections" -d"$duration" --latency "${auth[@]}" \
         "http://127.0.0.1:$port/svc/$(( (routes - 1) / 3 * 3 ))/items/1")
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
   local rps p50 p99 non2xx
@@ -58,11 +66,11 @@ run() { # mode
   non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
   if [ -n "$non2xx" ]; then echo "$mode: $non2xx non-2xx responses" >&2; exit 1; fi
   echo "$mode $rps $p50 $p99" >>"$results"
-  printf '%-5s %12s req/s  p50 %8s  p99 %8s\n' "$mode" "$rps" "$p50" "$p99"
+  printf '%-8s %12s req/s  p50 %8s  p99 %8s\n' "$mode" "$rps" "$p50" "$p99"
 }
 
 echo "loadtest: $rounds rounds x $duration, $connections connections, $routes routes, $(nproc) cores"
-for _ in $(seq "$rounds"); do run bare; run mesh; done
+for _ in $(seq "$rounds"); do for m in $modes; do run "$m"; done; done
 
 python3 - "$results" <<'PY'
 import statistics, sys
@@ -76,9 +84,9 @@ for line in open(sys.argv[1]):
     rows.setdefault(mode, []).append((float(rps), us(p50), us(p99)))
 med = {m: [statistics.median(c) for c in zip(*r)] for m, r in rows.items()}
 print()
-print("median of %d rounds" % len(rows["bare"]))
-for m in ("bare", "mesh"):
-    rps, p50, p99 = med[m]
-    print(f"{m:5} {rps:12.0f} req/s  p50 {p50:8.1f}us  p99 {p99:8.1f}us")
-print(f"ratio mesh/bare: {med['mesh'][0] / med['bare'][0]:.3f}")
+first = next(iter(rows))
+print("median of %d rounds" % len(rows[first]))
+for m, (rps, p50, p99) in med.items():
+    ratio = f"  ratio to bare {rps / med['bare'][0]:.3f}" if "bare" in med and m != "bare" else ""
+    print(f"{m:8} {rps:12.0f} req/s  p50 {p50:8.1f}us  p99 {p99:8.1f}us{ratio}")
 PY

@@ -20,6 +20,13 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# The auth interop tests mint tokens with PyJWT, an independent implementation.
+if ! python3 -c "import jwt, cryptography" >/dev/null 2>&1; then
+  echo "installing PyJWT and cryptography with pip" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "pyjwt[crypto]>=2.8" \
+    || python3 -m pip install --quiet --break-system-packages "pyjwt[crypto]>=2.8"
+fi
+
 step() { printf '\n==> %s\n' "$*" >&2; "$@"; }
 
 # mesh-tower must never depend on a registry backend.

@@ -87,3 +87,28 @@ fn every_example_config_builds() {
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn every_toml_block_in_the_other_guides_builds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let mut failures = Vec::new();
+    let mut guides: Vec<_> = std::fs::read_dir(&dir)
+        .expect("docs/ is readable")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .filter(|p| !p.ends_with("configuration.md"))
+        .collect();
+    guides.sort();
+    for guide in guides {
+        let markdown = std::fs::read_to_string(&guide).expect("a readable guide");
+        for (line, text) in toml_blocks(&markdown) {
+            if let Err(e) = check(
+                &format!("the ```toml block at line {line} of {}", guide.display()),
+                &text,
+            ) {
+                failures.push(e);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -71,7 +71,11 @@ impl Issuer {
                     .anonymous
                     .iter()
                     .chain(self.statics.by_kid.values())
-                    .chain(remote.iter().flat_map(|r| r.anonymous.iter().chain(r.by_kid.values())))
+                    .chain(
+                        remote
+                            .iter()
+                            .flat_map(|r| r.anonymous.iter().chain(r.by_kid.values())),
+                    )
                     .filter(|k| k.alg == alg);
                 match (candidates.next(), candidates.next()) {
                     (Some(k), None) => Lookup::Found(k.clone()),
@@ -157,7 +161,9 @@ impl std::fmt::Debug for Authenticator {
 }
 
 fn duration_or(v: &Option<String>, default: Duration) -> Duration {
-    v.as_deref().and_then(|s| parse_duration(s).ok()).unwrap_or(default)
+    v.as_deref()
+        .and_then(|s| parse_duration(s).ok())
+        .unwrap_or(default)
 }
 
 impl Authenticator {
@@ -173,8 +179,11 @@ impl Authenticator {
         let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
         let mut issuers = HashMap::new();
         for spec in &settings.issuers {
-            let algorithms: Vec<Algorithm> =
-                spec.algorithms.iter().filter_map(|a| parse_alg(a)).collect();
+            let algorithms: Vec<Algorithm> = spec
+                .algorithms
+                .iter()
+                .filter_map(|a| parse_alg(a))
+                .collect();
             let mut statics = KeySet::default();
             for (i, k) in spec.keys.iter().enumerate() {
                 match load_static(k) {
@@ -331,13 +340,23 @@ impl Authenticator {
         let now = now_secs();
         let reject = |o: Outcome| Check::Reject(o, None);
         let verified = match self.cache.get(token, now) {
-            Some(v) if self.issuers.get(&*v.claims.iss).is_some_and(|i| i.still_current(v.kid.as_deref(), &v.key)) => v,
+            Some(v)
+                if self
+                    .issuers
+                    .get(&*v.claims.iss)
+                    .is_some_and(|i| i.still_current(v.kid.as_deref(), &v.key)) =>
+            {
+                v
+            }
             cached => {
                 if cached.is_some() {
                     self.cache.remove(token);
                 }
                 let t = decode(token, self.max_token_size).map_err(reject)?;
-                let issuer = self.issuers.get(&*t.claims.iss).ok_or(reject(Outcome::BadIssuer))?;
+                let issuer = self
+                    .issuers
+                    .get(&*t.claims.iss)
+                    .ok_or(reject(Outcome::BadIssuer))?;
                 if !issuer.algorithms.contains(&t.alg) {
                     return Err(reject(Outcome::BadAlgorithm));
                 }
@@ -383,7 +402,10 @@ impl Authenticator {
             return Err(reject(Outcome::BadAudience));
         }
         if let Some(missing) = requirement.scopes.iter().find(|s| !c.scopes.contains(s)) {
-            return Err(Check::Reject(Outcome::InsufficientScope, Some(missing.clone())));
+            return Err(Check::Reject(
+                Outcome::InsufficientScope,
+                Some(missing.clone()),
+            ));
         }
         for (name, want) in &requirement.claims {
             if !claim_matches(c.raw.get(name), want) {
@@ -432,7 +454,11 @@ fn query_value(query: Option<&str>, name: &str) -> Option<String> {
         .split('&')
         .filter_map(|p| p.split_once('='))
         .find(|(k, _)| *k == name)
-        .map(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+        .map(|(_, v)| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
 }
 
 fn strip_query_param<B>(req: &mut Request<B>, name: &str) {
@@ -490,7 +516,11 @@ impl AuthRuntime {
 
     /// The authenticator for `snapshot`, building it on first sight of its
     /// revision.
-    pub(crate) fn for_snapshot(&self, current: &Arc<Authenticator>, snapshot: &Snapshot) -> Arc<Authenticator> {
+    pub(crate) fn for_snapshot(
+        &self,
+        current: &Arc<Authenticator>,
+        snapshot: &Snapshot,
+    ) -> Arc<Authenticator> {
         if current.revision == snapshot.revision() {
             return current.clone();
         }

@@ -31,7 +31,11 @@ impl TokenCache {
     /// A cache with at least `capacity` slots (rounded up to a power of two);
     /// 0 disables caching.
     pub(crate) fn new(capacity: usize) -> TokenCache {
-        let n = if capacity == 0 { 0 } else { capacity.next_power_of_two() };
+        let n = if capacity == 0 {
+            0
+        } else {
+            capacity.next_power_of_two()
+        };
         TokenCache {
             slots: (0..n).map(|_| ArcSwapOption::empty()).collect(),
             mask: n.wrapping_sub(1),

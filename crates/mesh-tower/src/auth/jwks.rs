@@ -179,8 +179,10 @@ impl Jwks {
                 }
                 let set = set.carry_over(&self.keys.load());
                 self.keys.store(Arc::new(set));
-                self.max_age
-                    .store(max_age.map_or(u64::MAX, |d| d.as_millis() as u64), Ordering::Release);
+                self.max_age.store(
+                    max_age.map_or(u64::MAX, |d| d.as_millis() as u64),
+                    Ordering::Release,
+                );
                 self.last_success.store(self.now_ms(), Ordering::Release);
                 metrics::counter!("apimesh.auth.jwks_fetches", "outcome" => "ok").increment(1);
             }
@@ -218,8 +220,8 @@ impl Jwks {
         );
         let uri: http::Uri = url.parse().map_err(|e| format!("bad discovery URL: {e}"))?;
         let (body, _) = self.get(uri).await?;
-        let doc: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| format!("discovery document is not JSON: {e}"))?;
+        let doc: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("discovery document is not JSON: {e}"))?;
         // OIDC Discovery §4.3: the document must name the same issuer.
         if doc.get("issuer").and_then(|v| v.as_str()) != Some(issuer) {
             return Err("the discovery document names another issuer".into());
@@ -240,7 +242,11 @@ impl Jwks {
             .header(http::header::ACCEPT, "application/json")
             .body(Empty::new())
             .map_err(|e| e.to_string())?;
-        let res = self.client.request(req).await.map_err(|e| format!("request failed: {e}"))?;
+        let res = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
         if !res.status().is_success() {
             return Err(format!("status {}", res.status()));
         }
@@ -274,9 +280,13 @@ impl Jwks {
 fn parse_max_age(cc: &str) -> Option<Duration> {
     cc.split(',').find_map(|d| {
         let (k, v) = d.trim().split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("max-age")
-            .then(|| v.trim().trim_matches('"').parse().ok().map(Duration::from_secs))?
+        k.trim().eq_ignore_ascii_case("max-age").then(|| {
+            v.trim()
+                .trim_matches('"')
+                .parse()
+                .ok()
+                .map(Duration::from_secs)
+        })?
     })
 }
 
@@ -304,8 +314,14 @@ mod tests {
 
     #[test]
     fn max_age() {
-        assert_eq!(parse_max_age("public, max-age=300"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_max_age("MAX-AGE=\"60\""), Some(Duration::from_secs(60)));
+        assert_eq!(
+            parse_max_age("public, max-age=300"),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            parse_max_age("MAX-AGE=\"60\""),
+            Some(Duration::from_secs(60))
+        );
         assert_eq!(parse_max_age("no-store"), None);
         assert_eq!(parse_max_age("max-age=abc"), None);
     }

@@ -18,7 +18,9 @@ pub(crate) struct Key {
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material.
-        f.debug_struct("Key").field("alg", &self.alg).finish_non_exhaustive()
+        f.debug_struct("Key")
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -86,9 +88,9 @@ pub(crate) fn load_static(spec: &KeySpec) -> Result<Key, String> {
         .ok_or_else(|| format!("unknown algorithm `{}`", spec.algorithm))?;
     let pem: Option<Vec<u8>> = match (&spec.pem, &spec.pem_file) {
         (Some(p), _) => Some(p.as_bytes().to_vec()),
-        (None, Some(path)) => Some(
-            std::fs::read(path).map_err(|e| format!("cannot read pem_file {path}: {e}"))?,
-        ),
+        (None, Some(path)) => {
+            Some(std::fs::read(path).map_err(|e| format!("cannot read pem_file {path}: {e}"))?)
+        }
         (None, None) => None,
     };
     let (key, material) = if let Some(pem) = pem {
@@ -163,7 +165,9 @@ pub(crate) fn from_jwk(
                 Some("P-384") => a == Algorithm::ES384,
                 _ => false,
             },
-            "OKP" => jwk.get("crv").and_then(Value::as_str) == Some("Ed25519") && a == Algorithm::EdDSA,
+            "OKP" => {
+                jwk.get("crv").and_then(Value::as_str) == Some("Ed25519") && a == Algorithm::EdDSA
+            }
             "oct" => allow_oct && is_hmac(a),
             _ => false,
         }
@@ -205,7 +209,10 @@ pub(crate) fn from_jwk(
 /// Parses a JWKS document. Keys that are unusable (wrong use, unknown
 /// type, `oct`, not allowed, malformed) are skipped one by one and
 /// reported; the rest are kept.
-pub(crate) fn parse_jwks(body: &[u8], allowed: &[Algorithm]) -> Result<(KeySet, Vec<String>), String> {
+pub(crate) fn parse_jwks(
+    body: &[u8],
+    allowed: &[Algorithm],
+) -> Result<(KeySet, Vec<String>), String> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
     let keys = doc
         .get("keys")

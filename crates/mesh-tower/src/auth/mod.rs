@@ -266,7 +266,9 @@ impl<S: Clone> Clone for Auth<S> {
 
 impl<S: std::fmt::Debug> std::fmt::Debug for Auth<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth").field("inner", &self.inner).finish_non_exhaustive()
+        f.debug_struct("Auth")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
     }
 }
 
@@ -285,7 +287,13 @@ impl<S> Auth<S> {
     }
 }
 
-fn reject<B>(authn: &Authenticator, req: &AuthRequirement, o: Outcome, scope: Option<String>, grpc: bool) -> Response<MeshBody<B>> {
+fn reject<B>(
+    authn: &Authenticator,
+    req: &AuthRequirement,
+    o: Outcome,
+    scope: Option<String>,
+    grpc: bool,
+) -> Response<MeshBody<B>> {
     authn.count(o);
     let err: MeshError = o.to_error(
         &authn.realm,
@@ -372,7 +380,13 @@ where
                         }
                         Check::Refetch(_) => {
                             let grpc = is_grpc(req.headers());
-                            Ok(reject(&authn, &requirement, Outcome::UnknownKid, None, grpc))
+                            Ok(reject(
+                                &authn,
+                                &requirement,
+                                Outcome::UnknownKid,
+                                None,
+                                grpc,
+                            ))
                         }
                     }
                 }))
@@ -432,9 +446,9 @@ where
                 let res = ready!(future.poll(cx))?;
                 Poll::Ready(Ok(res.map(MeshBody::inner)))
             }
-            KindProj::Ready { response } => Poll::Ready(Ok(response.take().unwrap_or_else(|| {
-                MeshError::Internal.to_response(false).map(MeshBody::full)
-            }))),
+            KindProj::Ready { response } => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_else(|| MeshError::Internal.to_response(false).map(MeshBody::full)))),
             KindProj::Boxed { future } => future.as_mut().poll(cx),
         }
     }

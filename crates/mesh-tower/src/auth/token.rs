@@ -78,7 +78,8 @@ pub(crate) fn decode(token: &str, max_size: usize) -> Result<Unverified<'_>, Out
         return Err(Outcome::TooLarge);
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Outcome::Malformed);
     };
@@ -174,7 +175,10 @@ pub(crate) fn typ_matches(required: &str, typ: Option<&str>) -> bool {
     let norm = |s: &str| {
         let s = s.trim();
         let lower = s.to_ascii_lowercase();
-        lower.strip_prefix("application/").map(str::to_owned).unwrap_or(lower)
+        lower
+            .strip_prefix("application/")
+            .map(str::to_owned)
+            .unwrap_or(lower)
     };
     typ.is_some_and(|t| norm(t) == norm(required))
 }
@@ -218,7 +222,10 @@ mod tests {
         assert_eq!(decode("a.b.c.d.e", 100).err(), Some(Outcome::Malformed));
         assert_eq!(decode("!!.b.c", 100).err(), Some(Outcome::Malformed));
         assert_eq!(decode(&"a".repeat(101), 100).err(), Some(Outcome::TooLarge));
-        let t = token(r#"{"alg":"RS256","crit":["exp"]}"#, r#"{"iss":"i","exp":1}"#);
+        let t = token(
+            r#"{"alg":"RS256","crit":["exp"]}"#,
+            r#"{"iss":"i","exp":1}"#,
+        );
         assert_eq!(decode(&t, 8192).err(), Some(Outcome::UnsupportedCritical));
         let t = token(r#"{"alg":"RS256"}"#, r#"{"iss":"i","exp":"1"}"#);
         assert_eq!(decode(&t, 8192).err(), Some(Outcome::BadClaims));
