@@ -115,6 +115,18 @@ impl MeshBuilder {
             .registry
             .unwrap_or_else(|| Arc::new(mesh_registry::MemoryRegistry::new()));
         let live = LiveSnapshot::follow(&*registry);
+        // Compile each revision's policies (keys, JWKS fetches) as it is
+        // published, off the request path.
+        let auth = AuthLayer::from_routes();
+        auth.prepare(&live.load());
+        let mut revisions = registry.subscribe();
+        let preparer = auth.clone();
+        tokio::spawn(async move {
+            while revisions.changed().await.is_ok() {
+                let snapshot = revisions.borrow_and_update().clone();
+                preparer.prepare(&snapshot);
+            }
+        });
         tracing::info!(
             service = %service,
             revision = live.load().revision(),
@@ -126,7 +138,7 @@ impl MeshBuilder {
                 registry,
                 live,
                 unmatched: self.unmatched,
-                auth: AuthLayer::from_routes(),
+                auth,
             }),
         })
     }

@@ -595,7 +595,7 @@ pub struct RouteAuthSpec {
     /// Scopes the token must carry (all of them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
-    /// Claims that must have exactly these values.
+    /// Claims that must have these values (an array claim must contain the value).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims: BTreeMap<String, String>,
     /// The audience this route accepts (overrides the issuers' lists).

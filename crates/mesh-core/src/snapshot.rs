@@ -1215,10 +1215,10 @@ fn compile_auth(cx: &mut Cx, path: &str, a: &RouteAuthSpec, c: &Config) -> AuthR
             "jwt needs at least one entry in auth.issuers",
         );
     }
-    if none && (!a.scopes.is_empty() || !a.claims.is_empty()) {
+    if (!a.scopes.is_empty() || !a.claims.is_empty()) && !methods.contains(&AuthMethod::Jwt) {
         cx.err(
             format!("{path}.scopes"),
-            "scopes and claims need an authenticated method",
+            "scopes and claims are checked on tokens: `require` must include jwt",
         );
     }
     for (i, iss) in a.issuers.iter().enumerate() {

@@ -1104,13 +1104,22 @@ fn route_auth_requirements() {
     expect_one(
         &route("auth = { require = [\"none\"], scopes = [\"read\"] }"),
         "routes[0].auth.scopes",
-        "scopes and claims need an authenticated method",
+        "scopes and claims are checked on tokens",
     );
-    expect_one(
-        &route("auth = { require = [\"api_key\"], scopes = [\"read\", \"two words\"] }"),
+    let errors = invalid(&route(
+        "auth = { require = [\"api_key\"], scopes = [\"read\", \"two words\"] }",
+    ));
+    expect_has(
+        &errors,
         "routes[0].auth.scopes[1]",
         "a scope is one non-empty token",
     );
+    expect_has(
+        &errors,
+        "routes[0].auth.scopes",
+        "`require` must include jwt",
+    );
+    assert_eq!(errors.len(), 2, "{errors:#?}");
 }
 
 // ---------------------------------------------------------------------------

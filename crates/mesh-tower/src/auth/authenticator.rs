@@ -283,7 +283,10 @@ impl Authenticator {
             return Check::Reject(Outcome::Ambiguous, None);
         }
         let key_query = match &self.api_key_query {
-            Some(name) if key_ok => query_value(req.uri().query(), name),
+            Some(name) if key_ok => match query_value(req.uri().query(), name) {
+                Ok(v) => v,
+                Err(()) => return Check::Reject(Outcome::Ambiguous, None),
+            },
             _ => None,
         };
         if key_header.is_some() && key_query.is_some() {
@@ -322,10 +325,10 @@ impl Authenticator {
 
         // The handler never sees the API key.
         req.headers_mut().remove(&self.api_key_header);
-        if key_query.is_some() {
-            if let Some(name) = &self.api_key_query {
-                strip_query_param(req, name);
-            }
+        if key_query.is_some()
+            && let Some(name) = &self.api_key_query
+        {
+            strip_query_param(req, name);
         }
         Check::Admit(principal)
     }
@@ -337,8 +340,12 @@ impl Authenticator {
         requirement: &AuthRequirement,
         may_refetch: bool,
     ) -> Result<Principal, Check> {
-        let now = now_secs();
         let reject = |o: Outcome| Check::Reject(o, None);
+        // Before anything else, not even a cache lookup, for oversized tokens.
+        if token.len() > self.max_token_size {
+            return Err(reject(Outcome::TooLarge));
+        }
+        let now = now_secs();
         let verified = match self.cache.get(token, now) {
             Some(v)
                 if self
@@ -360,10 +367,10 @@ impl Authenticator {
                 if !issuer.algorithms.contains(&t.alg) {
                     return Err(reject(Outcome::BadAlgorithm));
                 }
-                if let Some(req_typ) = &issuer.typ {
-                    if !typ_matches(req_typ, t.typ.as_deref()) {
-                        return Err(reject(Outcome::BadType));
-                    }
+                if let Some(req_typ) = &issuer.typ
+                    && !typ_matches(req_typ, t.typ.as_deref())
+                {
+                    return Err(reject(Outcome::BadType));
                 }
                 let key = match issuer.find(t.kid.as_deref(), t.alg) {
                     Lookup::Found(k) => k,
@@ -449,16 +456,23 @@ fn bearer_token(v: &HeaderValue) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
-fn query_value(query: Option<&str>, name: &str) -> Option<String> {
-    query?
+/// The value of query parameter `name`; `Err` if it appears more than once
+/// (with or without a value), which is ambiguous.
+fn query_value(query: Option<&str>, name: &str) -> Result<Option<String>, ()> {
+    let Some(query) = query else { return Ok(None) };
+    let mut found = query
         .split('&')
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| {
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .filter(|(k, _)| *k == name);
+    match (found.next(), found.next()) {
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err(()),
+        (Some((_, v)), None) => Ok(Some(
             percent_encoding::percent_decode_str(v)
                 .decode_utf8_lossy()
-                .into_owned()
-        })
+                .into_owned(),
+        )),
+    }
 }
 
 fn strip_query_param<B>(req: &mut Request<B>, name: &str) {

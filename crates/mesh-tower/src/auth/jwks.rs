@@ -111,6 +111,9 @@ impl Jwks {
             max_age: AtomicU64::new(u64::MAX),
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            // The first fetch starts now; requests that arrive before it ends
+            // wait for it instead of fetching again.
+            jwks.in_flight.store(true, Ordering::Release);
             handle.spawn(refresh_loop(Arc::downgrade(&jwks)));
         }
         jwks
@@ -149,6 +152,12 @@ impl Jwks {
     /// finds a fetch running waits for it instead.
     pub(crate) async fn refetch_for_unknown_kid(&self) {
         let mut rx = self.generation.subscribe();
+        if self.in_flight.load(Ordering::Acquire) {
+            // A fetch (background or on demand) is running: its result is
+            // what a new fetch would bring.
+            let _ = tokio::time::timeout(FETCH_TIMEOUT, rx.changed()).await;
+            return;
+        }
         let now = self.now_ms();
         let last = self.last_on_demand.load(Ordering::Acquire);
         let due = last == 0

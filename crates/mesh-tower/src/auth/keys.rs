@@ -50,10 +50,10 @@ impl KeySet {
     /// with a key that survives a refresh stay cached.
     pub(crate) fn carry_over(mut self, old: &KeySet) -> KeySet {
         for (kid, key) in self.by_kid.iter_mut() {
-            if let Some(prev) = old.by_kid.get(kid) {
-                if prev.fingerprint == key.fingerprint {
-                    *key = prev.clone();
-                }
+            if let Some(prev) = old.by_kid.get(kid)
+                && prev.fingerprint == key.fingerprint
+            {
+                *key = prev.clone();
             }
         }
         self
@@ -144,10 +144,10 @@ pub(crate) fn from_jwk(
     if !jwk.is_object() {
         return Err("a JWK must be an object".into());
     }
-    if let Some(u) = jwk.get("use") {
-        if u.as_str() != Some("sig") {
-            return Err("the JWK is not for signatures (`use` is not `sig`)".into());
-        }
+    if let Some(u) = jwk.get("use")
+        && u.as_str() != Some("sig")
+    {
+        return Err("the JWK is not for signatures (`use` is not `sig`)".into());
     }
     let kty = str_member(jwk, "kty")?;
     let declared = match jwk.get("alg") {

@@ -102,6 +102,16 @@ impl AuthLayer {
         }
     }
 
+    /// Compiles the authentication state of `snapshot` now (loading keys,
+    /// starting JWKS fetches) instead of on its first request. The mesh
+    /// calls this for every revision the registry publishes.
+    pub fn prepare(&self, snapshot: &Snapshot) {
+        let current = self.shared.runtime.swap().load_full();
+        if current.revision < snapshot.revision() {
+            self.shared.runtime.for_snapshot(&current, snapshot);
+        }
+    }
+
     /// A standalone layer with one requirement for every request.
     pub fn builder() -> AuthLayerBuilder {
         AuthLayerBuilder {
@@ -223,15 +233,18 @@ impl AuthLayerBuilder {
             self.audience,
             Vec::new(),
         );
-        Ok(AuthLayer {
+        let snapshot = Arc::new(snapshot);
+        let layer = AuthLayer {
             shared: Arc::new(Shared {
                 mode: Mode::Fixed {
-                    snapshot: Arc::new(snapshot),
+                    snapshot: snapshot.clone(),
                     requirement,
                 },
                 runtime: AuthRuntime::new(self.cache_slots),
             }),
-        })
+        };
+        layer.prepare(&snapshot);
+        Ok(layer)
     }
 }
 
