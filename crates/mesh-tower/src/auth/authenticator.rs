@@ -140,7 +140,8 @@ impl JwksPool {
 /// The authentication state compiled from one snapshot's `[auth]` settings.
 pub struct Authenticator {
     pub(crate) revision: u64,
-    issuers: HashMap<String, Arc<Issuer>>,
+    /// Keys come from the config only, so foldhash (faster than SipHash) is safe.
+    issuers: foldhash::HashMap<String, Arc<Issuer>>,
     leeway: f64,
     max_token_size: usize,
     consumer_claim: Option<String>,
@@ -177,7 +178,7 @@ impl Authenticator {
         cache_slots: usize,
     ) -> Authenticator {
         let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
-        let mut issuers = HashMap::new();
+        let mut issuers = foldhash::HashMap::default();
         for spec in &settings.issuers {
             let algorithms: Vec<Algorithm> = spec
                 .algorithms

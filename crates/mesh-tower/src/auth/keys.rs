@@ -1,6 +1,5 @@
 //! Verification keys: each bound to exactly one algorithm (RFC 8725 §3.1).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -27,7 +26,9 @@ impl std::fmt::Debug for Key {
 /// A set of keys, looked up by `kid`.
 #[derive(Debug, Default)]
 pub(crate) struct KeySet {
-    pub(crate) by_kid: HashMap<Arc<str>, Arc<Key>>,
+    /// Keys come from the config or the issuer, never from a request, so
+    /// foldhash is safe here.
+    pub(crate) by_kid: foldhash::HashMap<Arc<str>, Arc<Key>>,
     /// Keys without a `kid`; used only for tokens without one.
     pub(crate) anonymous: Vec<Arc<Key>>,
 }

@@ -341,6 +341,18 @@ where
                 requirement,
             } => (snapshot, requirement),
             Mode::Routes => {
+                // Most routes of a service need no authentication: decide
+                // that without touching the snapshot's reference count.
+                let needs_auth = req.extensions().get::<MatchedRoute>().is_some_and(|m| {
+                    m.route()
+                        .policy()
+                        .auth
+                        .as_ref()
+                        .is_some_and(|a| !a.methods.is_empty())
+                });
+                if !needs_auth {
+                    return ResponseFuture::inner(self.inner.call(req));
+                }
                 matched = req.extensions().get::<MatchedRoute>().cloned();
                 match matched
                     .as_ref()
