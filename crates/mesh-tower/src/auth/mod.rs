@@ -23,7 +23,23 @@
 //! setting does: `docs/authentication.md`.
 //!
 //! ```
-//! use apimesh_doc_helpers as _; // (doc placeholder, see below)
+//! use mesh_tower::{AuthLayer, InboundLayer, LiveSnapshot, MeshInboundLayer, Principal};
+//! # use std::sync::Arc;
+//! # let snapshot = Arc::new(mesh_core::Snapshot::from_toml(r#"
+//! #     [[consumers]]
+//! #     id = "acme"
+//! #     api_keys = ["sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
+//! #     [[routes]]
+//! #     id = "orders"
+//! #     match = { path_prefix = "/orders" }
+//! #     auth = { require = ["api_key"] }
+//! # "#, 1).unwrap());
+//! let live = LiveSnapshot::fixed(snapshot);
+//! let app: axum::Router = axum::Router::new()
+//!     .route("/orders", axum::routing::get(|who: Principal| async move {
+//!         format!("hello {}", who.consumer().unwrap_or("?"))
+//!     }))
+//!     .layer(MeshInboundLayer::new(InboundLayer::new(live), AuthLayer::from_routes()));
 //! ```
 
 mod authenticator;
