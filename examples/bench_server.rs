@@ -55,6 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .layer(apimesh::MeshInboundLayer::new(
                     apimesh::InboundLayer::new(live).unmatched(Unmatched::NotFound),
                     apimesh::AuthLayer::from_routes(),
+                    apimesh::RateLimitLayer::from_routes(),
                 ))
         }
         other => return Err(format!("unknown mode {other} (use bare, mesh or mesh-jwt)").into()),

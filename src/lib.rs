@@ -36,7 +36,8 @@ use std::sync::Arc;
 pub use mesh_core as core;
 pub use mesh_core::{Config, ConfigError, MeshError, Registry, RegistryStatus, Snapshot};
 pub use mesh_tower::{
-    AuthLayer, InboundLayer, LiveSnapshot, MatchedRoute, MeshInboundLayer, Principal, Unmatched,
+    AuthLayer, InboundLayer, LiveSnapshot, MatchedRoute, MeshInboundLayer, PeerAddr, Principal,
+    RateLimitLayer, Unmatched,
 };
 
 /// Registry backends.
@@ -49,6 +50,7 @@ pub mod layers {
     pub use mesh_tower::auth;
     pub use mesh_tower::body::MeshBody;
     pub use mesh_tower::inbound;
+    pub use mesh_tower::ratelimit;
 }
 
 /// Why a [`Mesh`] could not be built.
@@ -118,13 +120,16 @@ impl MeshBuilder {
         // Compile each revision's policies (keys, JWKS fetches) as it is
         // published, off the request path.
         let auth = AuthLayer::from_routes();
+        let limits = RateLimitLayer::from_routes();
         auth.prepare(&live.load());
+        limits.prepare(&live.load());
         let mut revisions = registry.subscribe();
-        let preparer = auth.clone();
+        let (auth_prep, limits_prep) = (auth.clone(), limits.clone());
         tokio::spawn(async move {
             while revisions.changed().await.is_ok() {
                 let snapshot = revisions.borrow_and_update().clone();
-                preparer.prepare(&snapshot);
+                auth_prep.prepare(&snapshot);
+                limits_prep.prepare(&snapshot);
             }
         });
         tracing::info!(
@@ -139,6 +144,7 @@ impl MeshBuilder {
                 live,
                 unmatched: self.unmatched,
                 auth,
+                limits,
             }),
         })
     }
@@ -159,6 +165,7 @@ struct Inner {
     live: LiveSnapshot,
     unmatched: Unmatched,
     auth: AuthLayer,
+    limits: RateLimitLayer,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -186,11 +193,13 @@ impl Mesh {
     }
 
     /// The inbound policy chain for an axum `Router` or a tonic server:
-    /// route match, then each route's authentication.
+    /// route match, then each route's authentication, then its rate limits,
+    /// plan and quotas (with usage metering).
     pub fn inbound(&self) -> MeshInboundLayer {
         MeshInboundLayer::new(
             InboundLayer::new(self.inner.live.clone()).unmatched(self.inner.unmatched),
             self.inner.auth.clone(),
+            self.inner.limits.clone(),
         )
     }
 
@@ -209,14 +218,21 @@ impl Mesh {
         self.inner.registry.status().borrow().clone()
     }
 
-    /// The admin router: `GET /mesh/health`, `GET /mesh/config`. Serve it on
-    /// a loopback listener of its own.
+    /// The admin router: `GET /mesh/health`, `GET /mesh/config`,
+    /// `GET /mesh/usage`, `GET /mesh/limits`. Serve it on a loopback
+    /// listener of its own.
     pub fn admin(&self) -> axum::Router {
         mesh_tower::admin::router(
             &self.inner.service,
             self.inner.live.clone(),
             self.inner.registry.status(),
         )
+        .merge(self.inner.limits.admin_router())
+    }
+
+    /// The rate-limit layer the inbound chain uses (for `evict_idle`, `keys`).
+    pub fn limits(&self) -> &RateLimitLayer {
+        &self.inner.limits
     }
 }
 

@@ -38,6 +38,26 @@ pub struct Config {
     /// Mesh-wide authentication settings: token issuers and API-key lookup.
     #[serde(default, skip_serializing_if = "AuthSettings::is_default")]
     pub auth: AuthSettings,
+    /// Mesh-wide settings: trusted proxies.
+    #[serde(default, skip_serializing_if = "MeshSettings::is_default")]
+    pub mesh: MeshSettings,
+}
+
+/// Mesh-wide settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MeshSettings {
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` and
+    /// `Forwarded` headers are believed when finding the client address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
+}
+
+impl MeshSettings {
+    fn is_default(&self) -> bool {
+        self == &MeshSettings::default()
+    }
 }
 
 impl Config {

@@ -48,4 +48,4 @@ pub mod units;
 pub use config::Config;
 pub use error::{ConfigError, FieldError, GrpcCode, MeshError, is_grpc};
 pub use registry::{Registry, RegistryStatus};
-pub use snapshot::{Destination, Endpoint, Route, Service, Snapshot, parse_key_digest};
+pub use snapshot::{Destination, Endpoint, Route, Service, Snapshot, parse_key_digest, parse_net};

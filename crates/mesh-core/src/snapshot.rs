@@ -85,6 +85,14 @@ impl Route {
     pub fn version(&self) -> Option<&str> {
         self.version.as_deref()
     }
+    /// The API as a shared string (cheap to clone into labels and keys).
+    pub fn api_arc(&self) -> Option<&Arc<str>> {
+        self.api.as_ref()
+    }
+    /// The version as a shared string.
+    pub fn version_arc(&self) -> Option<&Arc<str>> {
+        self.version.as_ref()
+    }
     /// Weighted destinations (empty: the local service).
     pub fn destinations(&self) -> &[Destination] {
         &self.destinations
@@ -468,6 +476,16 @@ fn compile(c: &Config, cx: &mut Cx) -> Compiled {
     // Auth settings.
     check_auth(cx, &c.auth);
 
+    // Mesh settings.
+    for (i, p) in c.mesh.trusted_proxies.iter().enumerate() {
+        if parse_net(p).is_none() {
+            cx.err(
+                format!("mesh.trusted_proxies[{i}]"),
+                format!("`{p}` is not an IP address or CIDR range like 10.0.0.0/8"),
+            );
+        }
+    }
+
     // Routes.
     cx.unique(
         "route id",
@@ -500,6 +518,14 @@ fn compile(c: &Config, cx: &mut Cx) -> Compiled {
         services,
         consumers_by_key,
     }
+}
+
+/// Parses an IP address (a single-address range) or a CIDR range.
+pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 /// Parses `sha256:<64 hex>` into the digest bytes.

@@ -16,10 +16,12 @@ pub mod auth;
 pub mod body;
 pub mod inbound;
 mod live;
+pub mod ratelimit;
 mod route;
 
 pub use auth::{AuthLayer, Principal};
 pub use body::MeshBody;
 pub use inbound::{Inbound, InboundLayer, MeshInboundLayer, Unmatched};
 pub use live::{LiveSnapshot, SnapshotCache};
+pub use ratelimit::{PeerAddr, RateLimitLayer};
 pub use route::{MatchedRoute, MissingMatchedRoute};

@@ -23,7 +23,7 @@
 //! setting does: `docs/authentication.md`.
 //!
 //! ```
-//! use mesh_tower::{AuthLayer, InboundLayer, LiveSnapshot, MeshInboundLayer, Principal};
+//! use mesh_tower::{AuthLayer, InboundLayer, LiveSnapshot, MeshInboundLayer, Principal, RateLimitLayer};
 //! # use std::sync::Arc;
 //! # let snapshot = Arc::new(mesh_core::Snapshot::from_toml(r#"
 //! #     [[consumers]]
@@ -39,7 +39,11 @@
 //!     .route("/orders", axum::routing::get(|who: Principal| async move {
 //!         format!("hello {}", who.consumer().unwrap_or("?"))
 //!     }))
-//!     .layer(MeshInboundLayer::new(InboundLayer::new(live), AuthLayer::from_routes()));
+//!     .layer(MeshInboundLayer::new(
+//!         InboundLayer::new(live),
+//!         AuthLayer::from_routes(),
+//!         RateLimitLayer::from_routes(),
+//!     ));
 //! ```
 
 mod authenticator;

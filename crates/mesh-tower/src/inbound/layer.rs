@@ -49,26 +49,37 @@ impl<S> Layer<S> for InboundLayer {
 }
 
 /// The whole inbound policy chain a mesh puts in front of a service:
-/// route match, then authentication (more stages join as they are built).
-/// `mesh.inbound()` returns one; it is a plain [`Layer`].
+/// route match, then authentication, then rate limits and quotas (more
+/// stages join as they are built). `mesh.inbound()` returns one; it is a
+/// plain [`Layer`].
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct MeshInboundLayer {
     routes: InboundLayer,
     auth: crate::auth::AuthLayer,
+    limits: crate::ratelimit::RateLimitLayer,
 }
 
 impl MeshInboundLayer {
-    /// The chain over `live`, sharing `auth`'s key caches.
-    pub fn new(routes: InboundLayer, auth: crate::auth::AuthLayer) -> Self {
-        MeshInboundLayer { routes, auth }
+    /// The chain: `routes` first, then `auth`, then `limits`; the layers'
+    /// caches and counters are shared by every service made from it.
+    pub fn new(
+        routes: InboundLayer,
+        auth: crate::auth::AuthLayer,
+        limits: crate::ratelimit::RateLimitLayer,
+    ) -> Self {
+        MeshInboundLayer {
+            routes,
+            auth,
+            limits,
+        }
     }
 }
 
 impl<S> Layer<S> for MeshInboundLayer {
-    type Service = Inbound<crate::auth::Auth<S>>;
+    type Service = Inbound<crate::auth::Auth<crate::ratelimit::RateLimit<S>>>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.routes.layer(self.auth.layer(inner))
+        self.routes.layer(self.auth.layer(self.limits.layer(inner)))
     }
 }

@@ -1,0 +1,891 @@
+//! Rate limits, plans, quotas and usage metering.
+//!
+//! [`RateLimitLayer`] applies, per route:
+//!
+//! - the route's own GCRA limits (governor), keyed by any compound of the
+//!   consumer, the client IP, the route, the API version and a header;
+//! - the consumer's plan: its rates (keyed by consumer, shared by every
+//!   route that applies plans) and its quotas per API over UTC calendar
+//!   periods (hour, day, month);
+//! - and it meters usage per consumer, API, version and UTC day, for
+//!   `GET /mesh/usage`.
+//!
+//! An admitted request's response carries the IETF `RateLimit-Policy` and
+//! `RateLimit` fields (draft-ietf-httpapi-ratelimit-headers-10); a refused
+//! one gets 429 with `Retry-After`, the same fields and a problem body
+//! (gRPC: `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms`).
+//!
+//! The client IP is the socket peer (axum's `ConnectInfo`, or a
+//! [`PeerAddr`] extension); `X-Forwarded-For` and `Forwarded` count only
+//! when the peer is a trusted proxy (`[mesh] trusted_proxies`), and then the
+//! rightmost address that is not a trusted proxy is the client. A client
+//! can never choose its own key by sending a header.
+//!
+//! Limiter state survives config changes while a limit's rate and burst are
+//! unchanged. Idle keys are evicted in the background (every minute), and
+//! `apimesh.ratelimit.keys` gauges how many are held. See
+//! `docs/rate-limits.md`.
+
+mod client;
+mod limiter;
+
+use std::future::Future;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::{ArcSwap, Cache};
+use http::{HeaderValue, Request, Response};
+use ipnet::IpNet;
+use mesh_core::policy::KeyPart;
+use mesh_core::units::{Period, Rate};
+use mesh_core::{Config, ConfigError, MeshError, Route, Snapshot, is_grpc, parse_net};
+use pin_project_lite::pin_project;
+use serde_json::json;
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use client::PeerAddr;
+use limiter::{Decision, Limit, LimiterPool, QuotaStore, UsageStore};
+
+use crate::body::MeshBody;
+use crate::{MatchedRoute, Principal};
+
+/// Seconds since the Unix epoch, from a clock the layer is given (tests
+/// use a manual one).
+pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+fn system_clock() -> WallClock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    })
+}
+
+const ANONYMOUS: &str = "anonymous";
+const RATELIMIT: &str = "ratelimit";
+const RATELIMIT_POLICY: &str = "ratelimit-policy";
+
+struct NamedLimit {
+    name: String,
+    limit: Arc<Limit>,
+    key: Vec<KeyPart>,
+}
+
+struct RouteLimits {
+    limits: Vec<NamedLimit>,
+    cost: NonZeroU32,
+    plan: bool,
+    policy: String,
+    allowed: metrics::Counter,
+    limited: metrics::Counter,
+}
+
+struct PlanLimits {
+    rates: Vec<NamedLimit>,
+    quotas: Vec<(String, Rate)>,
+    policy: String,
+}
+
+/// The limits compiled from one snapshot.
+struct RateState {
+    revision: u64,
+    routes: Vec<Option<RouteLimits>>,
+    plans: foldhash::HashMap<String, PlanLimits>,
+    trusted: Vec<IpNet>,
+}
+
+fn policy_item(name: &str, q: u64, w: u64) -> String {
+    format!("\"{name}\";q={q};w={w}")
+}
+
+fn gcra_policy(name: &str, rate: Rate, burst: u32) -> String {
+    // q units per w seconds: the burst, over the time GCRA takes to refill it.
+    let w = (rate.interval() * burst).as_secs_f64().ceil().max(1.0) as u64;
+    policy_item(name, u64::from(burst), w)
+}
+
+impl RateState {
+    fn build(snapshot: &Snapshot, pool: &LimiterPool) -> RateState {
+        let trusted = snapshot
+            .config()
+            .mesh
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| parse_net(p))
+            .collect();
+        let routes = snapshot
+            .routes()
+            .iter()
+            .map(|route| {
+                let rl = route.policy().rate_limit.as_ref()?;
+                let limits: Vec<NamedLimit> = rl
+                    .limits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| NamedLimit {
+                        name: format!("{}-{i}", route.id()),
+                        limit: pool.get(
+                            format!("route|{}|{i}|{}|{}", route.id(), l.rate, l.burst),
+                            l.rate,
+                            l.burst,
+                        ),
+                        key: l.key.clone(),
+                    })
+                    .collect();
+                let policy = limits
+                    .iter()
+                    .map(|n| gcra_policy(&n.name, n.limit.rate, n.limit.burst))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let label = route.id().to_owned();
+                Some(RouteLimits {
+                    limits,
+                    cost: NonZeroU32::new(rl.cost).unwrap_or(NonZeroU32::MIN),
+                    plan: rl.plan,
+                    policy,
+                    allowed: metrics::counter!("apimesh.ratelimit.decisions", "route" => label.clone(), "outcome" => "allowed"),
+                    limited: metrics::counter!("apimesh.ratelimit.decisions", "route" => label, "outcome" => "limited"),
+                })
+            })
+            .collect();
+        let mut plans = foldhash::HashMap::default();
+        for plan in &snapshot.config().plans {
+            let rates: Vec<NamedLimit> = plan
+                .rates
+                .iter()
+                .enumerate()
+                .filter_map(|(i, spec)| {
+                    let rate: Rate = spec.rate.parse().ok()?;
+                    let burst = spec
+                        .burst
+                        .unwrap_or(rate.amount.min(u64::from(u32::MAX)) as u32)
+                        .max(1);
+                    Some(NamedLimit {
+                        name: format!("plan-{}-{i}", plan.name),
+                        limit: pool.get(
+                            format!("plan|{}|{i}|{rate}|{burst}", plan.name),
+                            rate,
+                            burst,
+                        ),
+                        key: vec![KeyPart::Consumer],
+                    })
+                })
+                .collect();
+            let quotas: Vec<(String, Rate)> = plan
+                .quotas
+                .iter()
+                .filter_map(|q| q.parse::<Rate>().ok())
+                .map(|r| (format!("quota-{}-{}", plan.name, r.period.as_str()), r))
+                .collect();
+            let policy =
+                rates
+                    .iter()
+                    .map(|n| gcra_policy(&n.name, n.limit.rate, n.limit.burst))
+                    .chain(quotas.iter().map(|(n, r)| {
+                        policy_item(n, r.amount, r.period.approx_duration().as_secs())
+                    }))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+            plans.insert(
+                plan.name.clone(),
+                PlanLimits {
+                    rates,
+                    quotas,
+                    policy,
+                },
+            );
+        }
+        RateState {
+            revision: snapshot.revision(),
+            routes,
+            plans,
+            trusted,
+        }
+    }
+}
+
+enum Mode {
+    Routes,
+    Fixed { snapshot: Arc<Snapshot> },
+}
+
+struct Shared {
+    mode: Mode,
+    pool: LimiterPool,
+    quotas: QuotaStore,
+    usage: UsageStore,
+    current: Arc<ArcSwap<RateState>>,
+    clock: WallClock,
+    hasher: foldhash::fast::RandomState,
+    eviction: std::sync::Once,
+    eviction_interval: Duration,
+}
+
+impl Shared {
+    fn state_for(&self, current: &Arc<RateState>, snapshot: &Snapshot) -> Arc<RateState> {
+        if current.revision == snapshot.revision() {
+            return current.clone();
+        }
+        let latest = self.current.load_full();
+        if latest.revision == snapshot.revision() {
+            return latest;
+        }
+        let built = Arc::new(RateState::build(snapshot, &self.pool));
+        if built.revision > latest.revision {
+            self.current.store(built.clone());
+        }
+        built
+    }
+
+    fn start_eviction(self: &Arc<Self>) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak: Weak<Shared> = Arc::downgrade(self);
+        let every = self.eviction_interval;
+        self.eviction.call_once(|| {
+            handle.spawn(async move {
+                let gauge = metrics::gauge!("apimesh.ratelimit.keys");
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(shared) = weak.upgrade() else { return };
+                    let keys = shared.evict();
+                    gauge.set(keys as f64);
+                }
+            });
+        });
+    }
+
+    fn evict(&self) -> usize {
+        self.quotas.evict_expired((self.clock)());
+        self.pool.evict_idle() + self.quotas.len()
+    }
+}
+
+/// Applies rate limits, plans and quotas; see the [module docs](self).
+#[derive(Clone)]
+#[must_use]
+pub struct RateLimitLayer {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RateLimitLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitLayer").finish_non_exhaustive()
+    }
+}
+
+fn shared(mode: Mode, clock: WallClock, eviction_interval: Duration) -> Arc<Shared> {
+    Arc::new(Shared {
+        mode,
+        pool: LimiterPool::default(),
+        quotas: QuotaStore::default(),
+        usage: UsageStore::default(),
+        current: Arc::new(ArcSwap::from_pointee(RateState {
+            revision: 0,
+            routes: Vec::new(),
+            plans: Default::default(),
+            trusted: Vec::new(),
+        })),
+        clock,
+        hasher: foldhash::fast::RandomState::default(),
+        eviction: std::sync::Once::new(),
+        eviction_interval,
+    })
+}
+
+impl RateLimitLayer {
+    /// A layer that applies each matched route's `rate_limit` policy and the
+    /// consumer's plan, from the snapshot the route was matched in. Put it
+    /// inside an [`InboundLayer`](crate::InboundLayer), after authentication.
+    pub fn from_routes() -> RateLimitLayer {
+        RateLimitLayer {
+            shared: shared(Mode::Routes, system_clock(), Duration::from_secs(60)),
+        }
+    }
+
+    /// A standalone layer with the same limits for every request.
+    pub fn builder() -> RateLimitLayerBuilder {
+        RateLimitLayerBuilder {
+            limits: Vec::new(),
+            cost: 1,
+            trusted_proxies: Vec::new(),
+            clock: None,
+        }
+    }
+
+    /// Uses `clock` for quota windows and usage days (tests).
+    pub fn with_clock(self, clock: WallClock) -> RateLimitLayer {
+        let mode = match &self.shared.mode {
+            Mode::Routes => Mode::Routes,
+            Mode::Fixed { snapshot } => Mode::Fixed {
+                snapshot: snapshot.clone(),
+            },
+        };
+        RateLimitLayer {
+            shared: shared(mode, clock, self.shared.eviction_interval),
+        }
+    }
+
+    /// Compiles `snapshot`'s limits now rather than on its first request.
+    pub fn prepare(&self, snapshot: &Snapshot) {
+        let current = self.shared.current.load_full();
+        if current.revision < snapshot.revision() {
+            self.shared.state_for(&current, snapshot);
+        }
+    }
+
+    /// Evicts idle limiter keys and ended quota windows now; returns the
+    /// keys still held. The layer also does this every minute.
+    pub fn evict_idle(&self) -> usize {
+        self.shared.evict()
+    }
+
+    /// Limiter keys and quota cells held.
+    pub fn keys(&self) -> usize {
+        self.shared.pool.keys() + self.shared.quotas.len()
+    }
+
+    /// `GET /mesh/usage` (per consumer, API, version and UTC day; filter with
+    /// `?api=`, `?version=`, `?consumer=`) and `GET /mesh/limits`.
+    pub fn admin_router(&self) -> axum::Router {
+        let usage = self.shared.clone();
+        let limits = self.shared.clone();
+        axum::Router::new()
+            .route(
+                "/mesh/usage",
+                axum::routing::get(
+                    move |q: axum::extract::Query<std::collections::HashMap<String, String>>| {
+                        let s = usage.clone();
+                        async move { axum::Json(usage_report(&s, &q.0)) }
+                    },
+                ),
+            )
+            .route(
+                "/mesh/limits",
+                axum::routing::get(move || {
+                    let s = limits.clone();
+                    async move {
+                        axum::Json(json!({
+                            "keys": s.pool.keys(),
+                            "quota_cells": s.quotas.len(),
+                            "revision": s.current.load().revision,
+                        }))
+                    }
+                }),
+            )
+    }
+}
+
+fn usage_report(
+    s: &Shared,
+    filter: &std::collections::HashMap<String, String>,
+) -> serde_json::Value {
+    let fmt = rfc3339;
+    let mut rows: Vec<_> = s
+        .usage
+        .report()
+        .into_iter()
+        .filter(|(k, ..)| {
+            filter.get("api").is_none_or(|a| **a == *k.api)
+                && filter
+                    .get("version")
+                    .is_none_or(|v| k.version.as_deref() == Some(v.as_str()))
+                && filter.get("consumer").is_none_or(|c| **c == *k.consumer)
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        (&a.0.api, &a.0.version, &a.0.consumer, a.0.day).cmp(&(
+            &b.0.api,
+            &b.0.version,
+            &b.0.consumer,
+            b.0.day,
+        ))
+    });
+    let usage: Vec<_> = rows
+        .into_iter()
+        .map(|(k, requests, limited, first, last)| {
+            json!({
+                "consumer": &*k.consumer,
+                "api": &*k.api,
+                "version": k.version.as_deref(),
+                "day": fmt(k.day * 86_400).get(..10).unwrap_or_default(),
+                "requests": requests,
+                "limited": limited,
+                "first_seen": fmt(first),
+                "last_seen": fmt(last),
+            })
+        })
+        .collect();
+    json!({ "usage": usage })
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`.
+fn rfc3339(t: u64) -> String {
+    let (start, _) = limiter::window(Period::Day, t);
+    let (y, m, d) = limiter::civil_from_days((start / 86_400) as i64);
+    let secs = t - start;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Builds a standalone [`RateLimitLayer`].
+///
+/// ```
+/// use mesh_tower::ratelimit::RateLimitLayer;
+///
+/// let layer = RateLimitLayer::builder()
+///     .limit("10/s", Some(20), &["ip"])
+///     .limit("1000/h", None, &["ip"])
+///     .trusted_proxy("10.0.0.0/8")
+///     .build()?;
+/// # Ok::<(), mesh_core::ConfigError>(())
+/// ```
+#[must_use]
+pub struct RateLimitLayerBuilder {
+    limits: Vec<(String, Option<u32>, Vec<String>)>,
+    cost: u32,
+    trusted_proxies: Vec<String>,
+    clock: Option<WallClock>,
+}
+
+impl std::fmt::Debug for RateLimitLayerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitLayerBuilder")
+            .field("limits", &self.limits)
+            .field("cost", &self.cost)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimitLayerBuilder {
+    /// Adds a limit: a rate like `10/s`, a burst (default: the rate's
+    /// amount), and key parts (`ip`, `route`, `header:<name>`, `consumer`).
+    pub fn limit(mut self, rate: &str, burst: Option<u32>, key: &[&str]) -> Self {
+        self.limits.push((
+            rate.to_owned(),
+            burst,
+            key.iter().map(|k| (*k).to_owned()).collect(),
+        ));
+        self
+    }
+
+    /// Units each request costs (default 1).
+    pub fn cost(mut self, cost: u32) -> Self {
+        self.cost = cost;
+        self
+    }
+
+    /// Trusts `X-Forwarded-For`/`Forwarded` from this address or range.
+    pub fn trusted_proxy(mut self, net: &str) -> Self {
+        self.trusted_proxies.push(net.to_owned());
+        self
+    }
+
+    /// Uses `clock` for quota windows and usage days (tests).
+    pub fn clock(mut self, clock: WallClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Validates the limits (as a config would be) and builds the layer.
+    pub fn build(self) -> Result<RateLimitLayer, ConfigError> {
+        let q = |s: &str| serde_json::Value::from(s).to_string();
+        let limits = self
+            .limits
+            .iter()
+            .map(|(rate, burst, key)| {
+                let burst = burst.map(|b| format!(", burst = {b}")).unwrap_or_default();
+                let key = key.iter().map(|k| q(k)).collect::<Vec<_>>().join(", ");
+                format!("{{ rate = {}{burst}, key = [{key}] }}", q(rate))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let proxies = self
+            .trusted_proxies
+            .iter()
+            .map(|p| q(p))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = format!(
+            "[mesh]\ntrusted_proxies = [{proxies}]\n\n[[routes]]\nid = \"limit\"\nrate_limit = {{ limits = [{limits}], cost = {}, plan = false }}\n",
+            self.cost
+        );
+        let snapshot = Arc::new(Snapshot::build(Config::from_toml(&text)?, 1)?);
+        let layer = RateLimitLayer {
+            shared: shared(
+                Mode::Fixed {
+                    snapshot: snapshot.clone(),
+                },
+                self.clock.unwrap_or_else(system_clock),
+                Duration::from_secs(60),
+            ),
+        };
+        layer.prepare(&snapshot);
+        Ok(layer)
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        self.shared.start_eviction();
+        RateLimit {
+            inner,
+            cache: Cache::new(self.shared.current.clone()),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service made by [`RateLimitLayer`].
+pub struct RateLimit<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    cache: Cache<Arc<ArcSwap<RateState>>, Arc<RateState>>,
+}
+
+impl<S: Clone> Clone for RateLimit<S> {
+    fn clone(&self) -> Self {
+        RateLimit {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            cache: self.cache.clone(),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for RateLimit<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> RateLimit<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// What the limits decided for one request.
+enum Verdict {
+    Allow {
+        policy: String,
+        /// The most constrained limit: name, remaining, seconds to full.
+        tightest: Option<(String, u64, u64)>,
+    },
+    Deny {
+        policy: String,
+        name: String,
+        retry_after: Duration,
+        detail: String,
+    },
+}
+
+fn key_hash<B>(
+    hasher: &foldhash::fast::RandomState,
+    parts: &[KeyPart],
+    req: &Request<B>,
+    route: &Route,
+    consumer: Option<&str>,
+    trusted: &[IpNet],
+) -> u64 {
+    let mut h = hasher.build_hasher();
+    for part in parts {
+        match part {
+            KeyPart::Consumer => (0u8, consumer.unwrap_or(ANONYMOUS)).hash(&mut h),
+            KeyPart::ClientIp => (1u8, client::client_ip(req, trusted)).hash(&mut h),
+            KeyPart::Route => (2u8, route.id()).hash(&mut h),
+            KeyPart::ApiVersion => (3u8, route.api(), route.version()).hash(&mut h),
+            KeyPart::Header(name) => {
+                4u8.hash(&mut h);
+                for v in req.headers().get_all(name) {
+                    v.as_bytes().hash(&mut h);
+                }
+            }
+            _ => 255u8.hash(&mut h),
+        }
+    }
+    h.finish()
+}
+
+fn decide<B>(
+    shared: &Shared,
+    state: &RateState,
+    rl: &RouteLimits,
+    req: &Request<B>,
+    route: &Route,
+    consumer: Option<&str>,
+    now: u64,
+) -> Verdict {
+    let mut policy = rl.policy.clone();
+    let mut tightest: Option<(String, u64, u64)> = None;
+    let mut consider = |name: &str, remaining: u64, to_full: u64| {
+        if tightest.as_ref().is_none_or(|t| remaining < t.1) {
+            tightest = Some((name.to_owned(), remaining, to_full));
+        }
+    };
+    let gcra = |n: &NamedLimit, key: u64| -> Result<(u64, u64), Duration> {
+        match n.limit.check(key, rl.cost) {
+            Decision::Allow { remaining } => {
+                let used = n.limit.burst.saturating_sub(remaining);
+                let to_full = (n.limit.rate.interval() * used).as_secs_f64().ceil() as u64;
+                Ok((u64::from(remaining), to_full))
+            }
+            Decision::Deny { retry_after } => Err(retry_after),
+        }
+    };
+    for n in &rl.limits {
+        let key = key_hash(&shared.hasher, &n.key, req, route, consumer, &state.trusted);
+        match gcra(n, key) {
+            Ok((r, t)) => consider(&n.name, r, t),
+            Err(retry_after) => {
+                return Verdict::Deny {
+                    policy,
+                    detail: format!("rate limit {} exceeded", n.limit.rate),
+                    name: n.name.clone(),
+                    retry_after,
+                };
+            }
+        }
+    }
+    let plan = match (rl.plan, consumer) {
+        (true, Some(c)) => route_plan(state, req, c),
+        _ => None,
+    };
+    if let (Some(plan), Some(consumer)) = (plan, consumer) {
+        if !plan.policy.is_empty() {
+            if !policy.is_empty() {
+                policy.push_str(", ");
+            }
+            policy.push_str(&plan.policy);
+        }
+        let ckey = { shared.hasher.hash_one((0u8, consumer)) };
+        for n in &plan.rates {
+            match gcra(n, ckey) {
+                Ok((r, t)) => consider(&n.name, r, t),
+                Err(retry_after) => {
+                    return Verdict::Deny {
+                        policy,
+                        detail: format!("plan rate {} exceeded", n.limit.rate),
+                        name: n.name.clone(),
+                        retry_after,
+                    };
+                }
+            }
+        }
+        // Quotas last, so a request refused above does not use quota.
+        let qkey = { shared.hasher.hash_one((5u8, consumer, route.api())) };
+        for (name, quota) in &plan.quotas {
+            match shared.quotas.take(
+                qkey,
+                quota.period,
+                quota.amount,
+                u64::from(rl.cost.get()),
+                now,
+            ) {
+                Ok(remaining) => {
+                    let (_, end) = limiter::window(quota.period, now);
+                    consider(name, remaining, end - now);
+                }
+                Err(reset) => {
+                    return Verdict::Deny {
+                        policy,
+                        detail: format!("quota {quota} exhausted"),
+                        name: name.clone(),
+                        retry_after: Duration::from_secs(reset),
+                    };
+                }
+            }
+        }
+    }
+    Verdict::Allow { policy, tightest }
+}
+
+fn route_plan<'a, B>(
+    state: &'a RateState,
+    req: &Request<B>,
+    consumer: &str,
+) -> Option<&'a PlanLimits> {
+    let snapshot = req
+        .extensions()
+        .get::<MatchedRoute>()
+        .map(|m| m.snapshot())?;
+    let plan = snapshot.consumer(consumer)?.plan.as_ref()?;
+    state.plans.get(plan)
+}
+
+fn header(v: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(v).ok()
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<MeshBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        if let Mode::Fixed { snapshot } = &self.shared.mode
+            && let Some(m) = MatchedRoute::find(snapshot, &req)
+        {
+            req.extensions_mut().insert(m);
+        }
+        let Some(matched) = req.extensions().get::<MatchedRoute>() else {
+            return ResponseFuture::inner(self.inner.call(req), None);
+        };
+        let route = matched.route();
+        let snapshot = matched.snapshot();
+        let current = self.cache.load();
+        let rebuilt;
+        let state: &RateState = if current.revision == snapshot.revision() {
+            current
+        } else {
+            rebuilt = self.shared.state_for(current, snapshot);
+            &rebuilt
+        };
+        let consumer = req
+            .extensions()
+            .get::<Principal>()
+            .and_then(|p| p.consumer.clone());
+        let rl = state.routes.get(route.index()).and_then(Option::as_ref);
+        let now = (self.shared.clock)();
+        let verdict = rl.map(|rl| {
+            decide(
+                &self.shared,
+                state,
+                rl,
+                &req,
+                route,
+                consumer.as_deref(),
+                now,
+            )
+        });
+        if let Some(api) = route.api_arc() {
+            let who: Arc<str> = consumer.clone().unwrap_or_else(|| Arc::from(ANONYMOUS));
+            let limited = matches!(verdict, Some(Verdict::Deny { .. }));
+            self.shared
+                .usage
+                .record(&who, api, route.version_arc(), now, limited);
+        }
+        match (verdict, rl) {
+            (None, _) | (_, None) => ResponseFuture::inner(self.inner.call(req), None),
+            (Some(Verdict::Allow { policy, tightest }), Some(rl)) => {
+                rl.allowed.increment(1);
+                let headers = tightest.and_then(|(name, r, t)| {
+                    Some((
+                        header(&policy)?,
+                        header(&format!("\"{name}\";r={r};t={t}"))?,
+                    ))
+                });
+                ResponseFuture::inner(self.inner.call(req), headers)
+            }
+            (
+                Some(Verdict::Deny {
+                    policy,
+                    name,
+                    retry_after,
+                    detail,
+                }),
+                Some(rl),
+            ) => {
+                rl.limited.increment(1);
+                let err = MeshError::RateLimited {
+                    retry_after,
+                    detail,
+                };
+                let mut res = err.to_response(is_grpc(req.headers()));
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                if let (Some(p), Some(r)) =
+                    (header(&policy), header(&format!("\"{name}\";r=0;t={secs}")))
+                {
+                    res.headers_mut().insert(RATELIMIT_POLICY, p);
+                    res.headers_mut().insert(RATELIMIT, r);
+                }
+                ResponseFuture::ready(res)
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`RateLimit`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Inner { #[pin] future: F, headers: Option<(HeaderValue, HeaderValue)> },
+        Ready { response: Option<Response<bytes::Bytes>> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn inner(future: F, headers: Option<(HeaderValue, HeaderValue)>) -> Self {
+        ResponseFuture {
+            kind: Kind::Inner { future, headers },
+        }
+    }
+    fn ready(response: Response<bytes::Bytes>) -> Self {
+        ResponseFuture {
+            kind: Kind::Ready {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<MeshBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Inner { future, headers } => {
+                let mut res = ready!(future.poll(cx))?;
+                if let Some((policy, limit)) = headers.take() {
+                    res.headers_mut().insert(RATELIMIT_POLICY, policy);
+                    res.headers_mut().insert(RATELIMIT, limit);
+                }
+                Poll::Ready(Ok(res.map(MeshBody::inner)))
+            }
+            KindProj::Ready { response } => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_else(|| MeshError::Internal.to_response(false))
+                .map(MeshBody::full))),
+        }
+    }
+}
