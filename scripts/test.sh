@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing system packages: ${need[*]}" >&2
   sudo=""

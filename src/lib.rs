@@ -63,6 +63,9 @@ pub enum BuildError {
     /// The builder was not called inside a Tokio runtime.
     #[error("Mesh::build must run inside a Tokio runtime")]
     NoRuntime,
+    /// The Redis URL is invalid.
+    #[error("{0}")]
+    Redis(String),
 }
 
 /// Configures a [`Mesh`].
@@ -71,6 +74,8 @@ pub struct MeshBuilder {
     service: Option<String>,
     registry: Option<Arc<dyn Registry>>,
     unmatched: Unmatched,
+    #[cfg(feature = "redis")]
+    redis: Option<String>,
 }
 
 impl std::fmt::Debug for MeshBuilder {
@@ -104,6 +109,16 @@ impl MeshBuilder {
         self
     }
 
+    /// Counts `cluster = true` rate limits and quotas in Redis at `url`
+    /// (`redis://host:port/db`), shared by every instance. The connection
+    /// is made in the background; while Redis is unreachable each route's
+    /// `on_store_failure` applies.
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.redis = Some(url.into());
+        self
+    }
+
     /// Builds the mesh: subscribes to the registry and starts following it.
     pub async fn build(self) -> Result<Mesh, BuildError> {
         let service = self
@@ -120,7 +135,19 @@ impl MeshBuilder {
         // Compile each revision's policies (keys, JWKS fetches) as it is
         // published, off the request path.
         let auth = AuthLayer::from_routes();
-        let limits = RateLimitLayer::from_routes();
+        let limits = RateLimitLayer::from_routes().for_service(&service);
+        #[cfg(feature = "redis")]
+        let limits = match &self.redis {
+            Some(url) => {
+                let store =
+                    mesh_tower::ratelimit::RedisStore::open(url).map_err(BuildError::Redis)?;
+                if let Err(e) = store.connect(std::time::Duration::from_secs(1)).await {
+                    tracing::warn!(error = %e, "starting without Redis; cluster limits use their failure mode until it is reachable");
+                }
+                limits.with_redis(store)
+            }
+            None => limits,
+        };
         auth.prepare(&live.load());
         limits.prepare(&live.load());
         let mut revisions = registry.subscribe();
@@ -184,6 +211,8 @@ impl Mesh {
             service: None,
             registry: None,
             unmatched: Unmatched::default(),
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 

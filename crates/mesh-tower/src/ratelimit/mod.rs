@@ -28,6 +28,8 @@
 
 mod client;
 mod limiter;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::future::Future;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -50,6 +52,8 @@ use tower_service::Service;
 
 pub use client::PeerAddr;
 use limiter::{Decision, Limit, LimiterPool, QuotaStore, UsageStore};
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
 
 use crate::body::MeshBody;
 use crate::{MatchedRoute, Principal};
@@ -72,7 +76,12 @@ const RATELIMIT_POLICY: &str = "ratelimit-policy";
 
 struct NamedLimit {
     name: String,
+    /// What the limit is (owner, index, rate, burst): its Redis key prefix.
+    identity: String,
     limit: Arc<Limit>,
+    /// The local stand-in when the shared store fails: the limit divided
+    /// by the live replicas.
+    fallback: Arc<Limit>,
     key: Vec<KeyPart>,
 }
 
@@ -80,6 +89,11 @@ struct RouteLimits {
     limits: Vec<NamedLimit>,
     cost: NonZeroU32,
     plan: bool,
+    cluster: bool,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    on_failure: mesh_core::policy::StoreFailureMode,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    store_timeout: Duration,
     policy: String,
     allowed: metrics::Counter,
     limited: metrics::Counter,
@@ -97,6 +111,36 @@ struct RateState {
     routes: Vec<Option<RouteLimits>>,
     plans: foldhash::HashMap<String, PlanLimits>,
     trusted: Vec<IpNet>,
+    /// Live replicas of this service (1 if unknown), for local fallbacks.
+    replicas: u64,
+}
+
+fn named(
+    pool: &LimiterPool,
+    name: String,
+    identity: String,
+    rate: Rate,
+    burst: u32,
+    key: Vec<KeyPart>,
+    replicas: u64,
+) -> NamedLimit {
+    let share = |n: u64| (n / replicas.max(1)).max(1);
+    let fallback_rate = Rate {
+        amount: share(rate.amount),
+        period: rate.period,
+    };
+    let fallback_burst = share(u64::from(burst)) as u32;
+    NamedLimit {
+        limit: pool.get(identity.clone(), rate, burst),
+        fallback: pool.get(
+            format!("{identity}|fallback/{replicas}"),
+            fallback_rate,
+            fallback_burst,
+        ),
+        name,
+        identity,
+        key,
+    }
 }
 
 fn policy_item(name: &str, q: u64, w: u64) -> String {
@@ -110,7 +154,12 @@ fn gcra_policy(name: &str, rate: Rate, burst: u32) -> String {
 }
 
 impl RateState {
-    fn build(snapshot: &Snapshot, pool: &LimiterPool) -> RateState {
+    fn build(snapshot: &Snapshot, pool: &LimiterPool, service: Option<&str>) -> RateState {
+        let replicas = service
+            .and_then(|n| snapshot.service(n))
+            .map(|s| s.endpoints.len() as u64)
+            .filter(|n| *n > 0)
+            .unwrap_or(1);
         let trusted = snapshot
             .config()
             .mesh
@@ -127,14 +176,16 @@ impl RateState {
                     .limits
                     .iter()
                     .enumerate()
-                    .map(|(i, l)| NamedLimit {
-                        name: format!("{}-{i}", route.id()),
-                        limit: pool.get(
+                    .map(|(i, l)| {
+                        named(
+                            pool,
+                            format!("{}-{i}", route.id()),
                             format!("route|{}|{i}|{}|{}", route.id(), l.rate, l.burst),
                             l.rate,
                             l.burst,
-                        ),
-                        key: l.key.clone(),
+                            l.key.clone(),
+                            replicas,
+                        )
                     })
                     .collect();
                 let policy = limits
@@ -147,6 +198,9 @@ impl RateState {
                     limits,
                     cost: NonZeroU32::new(rl.cost).unwrap_or(NonZeroU32::MIN),
                     plan: rl.plan,
+                    cluster: rl.cluster,
+                    on_failure: rl.on_store_failure,
+                    store_timeout: rl.store_timeout,
                     policy,
                     allowed: metrics::counter!("apimesh.ratelimit.decisions", "route" => label.clone(), "outcome" => "allowed"),
                     limited: metrics::counter!("apimesh.ratelimit.decisions", "route" => label, "outcome" => "limited"),
@@ -165,15 +219,15 @@ impl RateState {
                         .burst
                         .unwrap_or(rate.amount.min(u64::from(u32::MAX)) as u32)
                         .max(1);
-                    Some(NamedLimit {
-                        name: format!("plan-{}-{i}", plan.name),
-                        limit: pool.get(
-                            format!("plan|{}|{i}|{rate}|{burst}", plan.name),
-                            rate,
-                            burst,
-                        ),
-                        key: vec![KeyPart::Consumer],
-                    })
+                    Some(named(
+                        pool,
+                        format!("plan-{}-{i}", plan.name),
+                        format!("plan|{}|{i}|{rate}|{burst}", plan.name),
+                        rate,
+                        burst,
+                        vec![KeyPart::Consumer],
+                        replicas,
+                    ))
                 })
                 .collect();
             let quotas: Vec<(String, Rate)> = plan
@@ -205,6 +259,7 @@ impl RateState {
             routes,
             plans,
             trusted,
+            replicas,
         }
     }
 }
@@ -224,6 +279,10 @@ struct Shared {
     hasher: foldhash::fast::RandomState,
     eviction: std::sync::Once,
     eviction_interval: Duration,
+    /// The service whose replica count divides local fallbacks.
+    service: Option<String>,
+    #[cfg(feature = "redis")]
+    store: Option<Arc<redis::RedisStore>>,
 }
 
 impl Shared {
@@ -235,7 +294,11 @@ impl Shared {
         if latest.revision == snapshot.revision() {
             return latest;
         }
-        let built = Arc::new(RateState::build(snapshot, &self.pool));
+        let built = Arc::new(RateState::build(
+            snapshot,
+            &self.pool,
+            self.service.as_deref(),
+        ));
         if built.revision > latest.revision {
             self.current.store(built.clone());
         }
@@ -291,11 +354,15 @@ fn shared(mode: Mode, clock: WallClock, eviction_interval: Duration) -> Arc<Shar
             routes: Vec::new(),
             plans: Default::default(),
             trusted: Vec::new(),
+            replicas: 1,
         })),
         clock,
         hasher: foldhash::fast::RandomState::default(),
         eviction: std::sync::Once::new(),
         eviction_interval,
+        service: None,
+        #[cfg(feature = "redis")]
+        store: None,
     })
 }
 
@@ -319,17 +386,50 @@ impl RateLimitLayer {
         }
     }
 
-    /// Uses `clock` for quota windows and usage days (tests).
-    pub fn with_clock(self, clock: WallClock) -> RateLimitLayer {
-        let mode = match &self.shared.mode {
+    fn rebuilt(self, f: impl FnOnce(&mut Shared)) -> RateLimitLayer {
+        let old = &self.shared;
+        let mode = match &old.mode {
             Mode::Routes => Mode::Routes,
             Mode::Fixed { snapshot } => Mode::Fixed {
                 snapshot: snapshot.clone(),
             },
         };
-        RateLimitLayer {
-            shared: shared(mode, clock, self.shared.eviction_interval),
+        let mut fresh = shared(mode, old.clock.clone(), old.eviction_interval);
+        if let Some(s) = Arc::get_mut(&mut fresh) {
+            s.service = old.service.clone();
+            #[cfg(feature = "redis")]
+            {
+                s.store = old.store.clone();
+            }
+            f(s);
         }
+        if let Mode::Fixed { snapshot } = &fresh.mode {
+            let snapshot = snapshot.clone();
+            let layer = RateLimitLayer { shared: fresh };
+            layer.prepare(&snapshot);
+            return layer;
+        }
+        RateLimitLayer { shared: fresh }
+    }
+
+    /// Uses `clock` for quota windows and usage days (tests). Call it before
+    /// the layer is used: it starts from empty counters.
+    pub fn with_clock(self, clock: WallClock) -> RateLimitLayer {
+        self.rebuilt(|s| s.clock = clock)
+    }
+
+    /// Divides local fallback limits by the live replicas of `service`
+    /// (its endpoint count in the registry; 1 if unknown). The mesh sets
+    /// its own service name.
+    pub fn for_service(self, service: &str) -> RateLimitLayer {
+        let service = service.to_owned();
+        self.rebuilt(|s| s.service = Some(service))
+    }
+
+    /// Counts `cluster = true` routes in Redis, shared by every instance.
+    #[cfg(feature = "redis")]
+    pub fn with_redis(self, store: Arc<redis::RedisStore>) -> RateLimitLayer {
+        self.rebuilt(|s| s.store = Some(store))
     }
 
     /// Compiles `snapshot`'s limits now rather than on its first request.
@@ -630,7 +730,45 @@ fn key_hash<B>(
     h.finish()
 }
 
-fn decide<B>(
+/// A GCRA check to run: the limit, its local key, and (for cluster routes)
+/// the Redis key and the local fallback.
+struct GcraCheck {
+    name: String,
+    limit: Arc<Limit>,
+    local_key: u64,
+    detail: String,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    cluster: Option<(String, Arc<Limit>)>,
+}
+
+/// A quota check to run.
+struct QuotaCheck {
+    name: String,
+    quota: Rate,
+    local_key: u64,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    cluster: Option<(String, u64)>,
+}
+
+/// Everything a request must pass, computed from the request up front so
+/// that the (possibly remote) evaluation needs no borrow of it.
+struct Checks {
+    policy: String,
+    gcra: Vec<GcraCheck>,
+    quotas: Vec<QuotaCheck>,
+}
+
+/// A stable key for Redis: the same on every instance (unlike the
+/// per-process seeded hash used locally).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+fn cluster_key(prefix: &str, material: &[u8]) -> String {
+    let digest = crate::auth::sha256(material);
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("apimesh:{prefix}:{hex}")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_checks<B>(
     shared: &Shared,
     state: &RateState,
     rl: &RouteLimits,
@@ -638,37 +776,30 @@ fn decide<B>(
     route: &Route,
     consumer: Option<&str>,
     now: u64,
-) -> Verdict {
+) -> Checks {
     let mut policy = rl.policy.clone();
-    let mut tightest: Option<(String, u64, u64)> = None;
-    let mut consider = |name: &str, remaining: u64, to_full: u64| {
-        if tightest.as_ref().is_none_or(|t| remaining < t.1) {
-            tightest = Some((name.to_owned(), remaining, to_full));
-        }
-    };
-    let gcra = |n: &NamedLimit, key: u64| -> Result<(u64, u64), Duration> {
-        match n.limit.check(key, rl.cost) {
-            Decision::Allow { remaining } => {
-                let used = n.limit.burst.saturating_sub(remaining);
-                let to_full = (n.limit.rate.interval() * used).as_secs_f64().ceil() as u64;
-                Ok((u64::from(remaining), to_full))
-            }
-            Decision::Deny { retry_after } => Err(retry_after),
-        }
-    };
+    let mut gcra = Vec::new();
+    let mut quotas = Vec::new();
+    let cluster = rl.cluster;
     for n in &rl.limits {
-        let key = key_hash(&shared.hasher, &n.key, req, route, consumer, &state.trusted);
-        match gcra(n, key) {
-            Ok((r, t)) => consider(&n.name, r, t),
-            Err(retry_after) => {
-                return Verdict::Deny {
-                    policy,
-                    detail: format!("rate limit {} exceeded", n.limit.rate),
-                    name: n.name.clone(),
-                    retry_after,
-                };
-            }
-        }
+        let local_key = key_hash(&shared.hasher, &n.key, req, route, consumer, &state.trusted);
+        gcra.push(GcraCheck {
+            name: n.name.clone(),
+            limit: n.limit.clone(),
+            local_key,
+            detail: format!("rate limit {} exceeded", n.limit.rate),
+            cluster: cluster.then(|| {
+                let material = format!(
+                    "{}|{local_key_material}",
+                    n.name,
+                    local_key_material = key_material(&n.key, req, route, consumer, &state.trusted)
+                );
+                (
+                    cluster_key(&format!("rl:{}", n.identity), material.as_bytes()),
+                    n.fallback.clone(),
+                )
+            }),
+        });
     }
     let plan = match (rl.plan, consumer) {
         (true, Some(c)) => route_plan(state, req, c),
@@ -681,46 +812,252 @@ fn decide<B>(
             }
             policy.push_str(&plan.policy);
         }
-        let ckey = { shared.hasher.hash_one((0u8, consumer)) };
+        let ckey = shared.hasher.hash_one((0u8, consumer));
         for n in &plan.rates {
-            match gcra(n, ckey) {
-                Ok((r, t)) => consider(&n.name, r, t),
-                Err(retry_after) => {
-                    return Verdict::Deny {
-                        policy,
-                        detail: format!("plan rate {} exceeded", n.limit.rate),
-                        name: n.name.clone(),
-                        retry_after,
-                    };
+            gcra.push(GcraCheck {
+                name: n.name.clone(),
+                limit: n.limit.clone(),
+                local_key: ckey,
+                detail: format!("plan rate {} exceeded", n.limit.rate),
+                cluster: cluster.then(|| {
+                    (
+                        cluster_key(&format!("rl:{}", n.identity), consumer.as_bytes()),
+                        n.fallback.clone(),
+                    )
+                }),
+            });
+        }
+        let qkey = shared.hasher.hash_one((5u8, consumer, route.api()));
+        for (name, quota) in &plan.quotas {
+            quotas.push(QuotaCheck {
+                name: name.clone(),
+                quota: *quota,
+                local_key: qkey,
+                cluster: cluster.then(|| {
+                    let (start, _) = limiter::window(quota.period, now);
+                    let material = format!("{consumer}|{}|{start}", route.api().unwrap_or(""));
+                    (
+                        cluster_key(&format!("q:{name}"), material.as_bytes()),
+                        quota.amount.div_ceil(state.replicas.max(1)),
+                    )
+                }),
+            });
+        }
+    }
+    Checks {
+        policy,
+        gcra,
+        quotas,
+    }
+}
+
+/// The key parts as bytes, for a key that must be equal on every instance.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+fn key_material<B>(
+    parts: &[KeyPart],
+    req: &Request<B>,
+    route: &Route,
+    consumer: Option<&str>,
+    trusted: &[IpNet],
+) -> String {
+    let mut out = String::new();
+    for part in parts {
+        match part {
+            KeyPart::Consumer => out.push_str(consumer.unwrap_or(ANONYMOUS)),
+            KeyPart::ClientIp => out.push_str(
+                &client::client_ip(req, trusted).map_or_else(String::new, |ip| ip.to_string()),
+            ),
+            KeyPart::Route => out.push_str(route.id()),
+            KeyPart::ApiVersion => {
+                out.push_str(route.api().unwrap_or(""));
+                out.push('/');
+                out.push_str(route.version().unwrap_or(""));
+            }
+            KeyPart::Header(name) => {
+                for v in req.headers().get_all(name) {
+                    out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                    out.push(',');
                 }
             }
+            _ => {}
         }
-        // Quotas last, so a request refused above does not use quota.
-        let qkey = { shared.hasher.hash_one((5u8, consumer, route.api())) };
-        for (name, quota) in &plan.quotas {
-            match shared.quotas.take(
-                qkey,
-                quota.period,
-                quota.amount,
-                u64::from(rl.cost.get()),
-                now,
-            ) {
-                Ok(remaining) => {
-                    let (_, end) = limiter::window(quota.period, now);
-                    consider(name, remaining, end - now);
-                }
-                Err(reset) => {
-                    return Verdict::Deny {
-                        policy,
-                        detail: format!("quota {quota} exhausted"),
-                        name: name.clone(),
-                        retry_after: Duration::from_secs(reset),
-                    };
-                }
+        out.push('\u{1f}');
+    }
+    out
+}
+
+/// Tracks the most constrained policy for the `RateLimit` field.
+#[derive(Default)]
+struct Tightest(Option<(String, u64, u64)>);
+
+impl Tightest {
+    fn consider(&mut self, name: &str, remaining: u64, to_full: u64) {
+        if self.0.as_ref().is_none_or(|t| remaining < t.1) {
+            self.0 = Some((name.to_owned(), remaining, to_full));
+        }
+    }
+}
+
+fn gcra_allowed(limit: &Limit, remaining: u32) -> (u64, u64) {
+    let used = limit.burst.saturating_sub(remaining);
+    let to_full = (limit.rate.interval() * used).as_secs_f64().ceil() as u64;
+    (u64::from(remaining), to_full)
+}
+
+/// Evaluates the checks against the in-process limiters.
+fn evaluate_local(shared: &Shared, checks: Checks, cost: NonZeroU32, now: u64) -> Verdict {
+    let Checks {
+        policy,
+        gcra,
+        quotas,
+    } = checks;
+    let mut tightest = Tightest::default();
+    for c in &gcra {
+        match c.limit.check(c.local_key, cost) {
+            Decision::Allow { remaining } => {
+                let (r, t) = gcra_allowed(&c.limit, remaining);
+                tightest.consider(&c.name, r, t);
+            }
+            Decision::Deny { retry_after } => {
+                return Verdict::Deny {
+                    policy,
+                    name: c.name.clone(),
+                    retry_after,
+                    detail: c.detail.clone(),
+                };
             }
         }
     }
-    Verdict::Allow { policy, tightest }
+    // Quotas last, so a request refused above does not use quota.
+    for q in &quotas {
+        match shared.quotas.take(
+            q.local_key,
+            q.quota.period,
+            q.quota.amount,
+            u64::from(cost.get()),
+            now,
+        ) {
+            Ok(remaining) => {
+                let (_, end) = limiter::window(q.quota.period, now);
+                tightest.consider(&q.name, remaining, end - now);
+            }
+            Err(reset) => {
+                return Verdict::Deny {
+                    policy,
+                    name: q.name.clone(),
+                    retry_after: Duration::from_secs(reset),
+                    detail: format!("quota {} exhausted", q.quota),
+                };
+            }
+        }
+    }
+    Verdict::Allow {
+        policy,
+        tightest: tightest.0,
+    }
+}
+
+/// Evaluates the checks in Redis; each check that Redis cannot answer in
+/// time falls back as the route's `on_store_failure` says.
+#[cfg(feature = "redis")]
+async fn evaluate_cluster(
+    shared: Arc<Shared>,
+    store: Arc<redis::RedisStore>,
+    checks: Checks,
+    cost: NonZeroU32,
+    mode: mesh_core::policy::StoreFailureMode,
+    timeout: Duration,
+    now: u64,
+) -> Verdict {
+    use mesh_core::policy::StoreFailureMode;
+    let Checks {
+        policy,
+        gcra,
+        quotas,
+    } = checks;
+    let mut tightest = Tightest::default();
+    let unavailable = |policy: String, name: &str| Verdict::Deny {
+        policy,
+        name: name.to_owned(),
+        retry_after: Duration::from_secs(1),
+        detail: "the shared rate-limit store is unavailable".into(),
+    };
+    for c in &gcra {
+        let Some((key, fallback)) = &c.cluster else {
+            continue;
+        };
+        let decision = match store
+            .gcra(
+                key,
+                c.limit.rate.interval(),
+                c.limit.burst,
+                cost.get(),
+                timeout,
+            )
+            .await
+        {
+            Some(d) => Some((d, &c.limit)),
+            None => match mode {
+                StoreFailureMode::FailOpen => None,
+                StoreFailureMode::FailClosed => return unavailable(policy, &c.name),
+                _ => Some((fallback.check(c.local_key, cost), fallback)),
+            },
+        };
+        match decision {
+            None => {}
+            Some((Decision::Allow { remaining }, limit)) => {
+                let (r, t) = gcra_allowed(limit, remaining);
+                tightest.consider(&c.name, r, t);
+            }
+            Some((Decision::Deny { retry_after }, _)) => {
+                return Verdict::Deny {
+                    policy,
+                    name: c.name.clone(),
+                    retry_after,
+                    detail: c.detail.clone(),
+                };
+            }
+        }
+    }
+    for q in &quotas {
+        let Some((key, local_limit)) = &q.cluster else {
+            continue;
+        };
+        let (_, end) = limiter::window(q.quota.period, now);
+        let taken = match store
+            .quota(key, q.quota.amount, u64::from(cost.get()), end, timeout)
+            .await
+        {
+            Some(r) => Some(r.map_err(|()| end - now)),
+            None => match mode {
+                StoreFailureMode::FailOpen => None,
+                StoreFailureMode::FailClosed => return unavailable(policy, &q.name),
+                _ => Some(shared.quotas.take(
+                    q.local_key,
+                    q.quota.period,
+                    *local_limit,
+                    u64::from(cost.get()),
+                    now,
+                )),
+            },
+        };
+        match taken {
+            None => {}
+            Some(Ok(remaining)) => tightest.consider(&q.name, remaining, end - now),
+            Some(Err(reset)) => {
+                return Verdict::Deny {
+                    policy,
+                    name: q.name.clone(),
+                    retry_after: Duration::from_secs(reset),
+                    detail: format!("quota {} exhausted", q.quota),
+                };
+            }
+        }
+    }
+    Verdict::Allow {
+        policy,
+        tightest: tightest.0,
+    }
 }
 
 fn route_plan<'a, B>(
@@ -740,13 +1077,47 @@ fn header(v: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(v).ok()
 }
 
+/// The 429 for a refused request, with the rate-limit fields.
+fn refused(
+    policy: &str,
+    name: &str,
+    retry_after: Duration,
+    detail: String,
+    grpc: bool,
+) -> Response<bytes::Bytes> {
+    let mut res = MeshError::RateLimited {
+        retry_after,
+        detail,
+    }
+    .to_response(grpc);
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    if let (Some(p), Some(r)) = (header(policy), header(&format!("\"{name}\";r=0;t={secs}"))) {
+        res.headers_mut().insert(RATELIMIT_POLICY, p);
+        res.headers_mut().insert(RATELIMIT, r);
+    }
+    res
+}
+
+/// The fields for an admitted request.
+fn admitted(
+    policy: &str,
+    tightest: Option<(String, u64, u64)>,
+) -> Option<(HeaderValue, HeaderValue)> {
+    let (name, r, t) = tightest?;
+    Some((header(policy)?, header(&format!("\"{name}\";r={r};t={t}"))?))
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Send + 'static,
 {
     type Response = Response<MeshBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -775,83 +1146,119 @@ where
             .extensions()
             .get::<Principal>()
             .and_then(|p| p.consumer.clone());
-        let rl = state.routes.get(route.index()).and_then(Option::as_ref);
         let now = (self.shared.clock)();
-        let verdict = rl.map(|rl| {
-            decide(
-                &self.shared,
-                state,
-                rl,
-                &req,
-                route,
-                consumer.as_deref(),
-                now,
+        let usage = route.api_arc().map(|api| {
+            (
+                consumer.clone().unwrap_or_else(|| Arc::from(ANONYMOUS)),
+                api.clone(),
+                route.version_arc().cloned(),
             )
         });
-        if let Some(api) = route.api_arc() {
-            let who: Arc<str> = consumer.clone().unwrap_or_else(|| Arc::from(ANONYMOUS));
-            let limited = matches!(verdict, Some(Verdict::Deny { .. }));
+        let Some(rl) = state.routes.get(route.index()).and_then(Option::as_ref) else {
+            if let Some((who, api, version)) = &usage {
+                self.shared
+                    .usage
+                    .record(who, api, version.as_ref(), now, false);
+            }
+            return ResponseFuture::inner(self.inner.call(req), None);
+        };
+        let checks = plan_checks(
+            &self.shared,
+            state,
+            rl,
+            &req,
+            route,
+            consumer.as_deref(),
+            now,
+        );
+        let grpc = is_grpc(req.headers());
+
+        #[cfg(feature = "redis")]
+        if rl.cluster
+            && let Some(store) = self.shared.store.clone()
+        {
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            let shared = self.shared.clone();
+            let (cost, mode, timeout) = (rl.cost, rl.on_failure, rl.store_timeout);
+            let (allowed, limited) = (rl.allowed.clone(), rl.limited.clone());
+            return ResponseFuture::boxed(Box::pin(async move {
+                let verdict =
+                    evaluate_cluster(shared.clone(), store, checks, cost, mode, timeout, now).await;
+                if let Some((who, api, version)) = &usage {
+                    let refused = matches!(verdict, Verdict::Deny { .. });
+                    shared
+                        .usage
+                        .record(who, api, version.as_ref(), now, refused);
+                }
+                match verdict {
+                    Verdict::Allow { policy, tightest } => {
+                        allowed.increment(1);
+                        let mut res = inner.call(req).await?;
+                        if let Some((p, r)) = admitted(&policy, tightest) {
+                            res.headers_mut().insert(RATELIMIT_POLICY, p);
+                            res.headers_mut().insert(RATELIMIT, r);
+                        }
+                        Ok(res.map(MeshBody::inner))
+                    }
+                    Verdict::Deny {
+                        policy,
+                        name,
+                        retry_after,
+                        detail,
+                    } => {
+                        limited.increment(1);
+                        Ok(refused(&policy, &name, retry_after, detail, grpc).map(MeshBody::full))
+                    }
+                }
+            }));
+        }
+
+        let verdict = evaluate_local(&self.shared, checks, rl.cost, now);
+        if let Some((who, api, version)) = &usage {
+            let refused = matches!(verdict, Verdict::Deny { .. });
             self.shared
                 .usage
-                .record(&who, api, route.version_arc(), now, limited);
+                .record(who, api, version.as_ref(), now, refused);
         }
-        match (verdict, rl) {
-            (None, _) | (_, None) => ResponseFuture::inner(self.inner.call(req), None),
-            (Some(Verdict::Allow { policy, tightest }), Some(rl)) => {
+        match verdict {
+            Verdict::Allow { policy, tightest } => {
                 rl.allowed.increment(1);
-                let headers = tightest.and_then(|(name, r, t)| {
-                    Some((
-                        header(&policy)?,
-                        header(&format!("\"{name}\";r={r};t={t}"))?,
-                    ))
-                });
-                ResponseFuture::inner(self.inner.call(req), headers)
+                ResponseFuture::inner(self.inner.call(req), admitted(&policy, tightest))
             }
-            (
-                Some(Verdict::Deny {
-                    policy,
-                    name,
-                    retry_after,
-                    detail,
-                }),
-                Some(rl),
-            ) => {
+            Verdict::Deny {
+                policy,
+                name,
+                retry_after,
+                detail,
+            } => {
                 rl.limited.increment(1);
-                let err = MeshError::RateLimited {
-                    retry_after,
-                    detail,
-                };
-                let mut res = err.to_response(is_grpc(req.headers()));
-                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                if let (Some(p), Some(r)) =
-                    (header(&policy), header(&format!("\"{name}\";r=0;t={secs}")))
-                {
-                    res.headers_mut().insert(RATELIMIT_POLICY, p);
-                    res.headers_mut().insert(RATELIMIT, r);
-                }
-                ResponseFuture::ready(res)
+                ResponseFuture::ready(refused(&policy, &name, retry_after, detail, grpc))
             }
         }
     }
 }
 
+type BoxFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<MeshBody<B>>, E>> + Send>>;
+
 pin_project! {
     /// Response future of [`RateLimit`].
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F, B, E> {
         #[pin]
-        kind: Kind<F>,
+        kind: Kind<F, B, E>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F> {
+    enum Kind<F, B, E> {
         Inner { #[pin] future: F, headers: Option<(HeaderValue, HeaderValue)> },
         Ready { response: Option<Response<bytes::Bytes>> },
+        Boxed { future: BoxFuture<B, E> },
     }
 }
 
-impl<F> ResponseFuture<F> {
+impl<F, B, E> ResponseFuture<F, B, E> {
     fn inner(future: F, headers: Option<(HeaderValue, HeaderValue)>) -> Self {
         ResponseFuture {
             kind: Kind::Inner { future, headers },
@@ -864,9 +1271,15 @@ impl<F> ResponseFuture<F> {
             },
         }
     }
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn boxed(future: BoxFuture<B, E>) -> Self {
+        ResponseFuture {
+            kind: Kind::Boxed { future },
+        }
+    }
 }
 
-impl<F, B, E> Future for ResponseFuture<F>
+impl<F, B, E> Future for ResponseFuture<F, B, E>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
@@ -886,6 +1299,7 @@ where
                 .take()
                 .unwrap_or_else(|| MeshError::Internal.to_response(false))
                 .map(MeshBody::full))),
+            KindProj::Boxed { future } => future.as_mut().poll(cx),
         }
     }
 }
