@@ -52,6 +52,11 @@ pub struct MeshSettings {
     /// `Forwarded` headers are believed when finding the client address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<String>,
+    /// The one header the trusted proxies write: `x-forwarded-for`
+    /// (default) or `forwarded`. The other is ignored, so a client cannot
+    /// pass its own through a proxy that does not overwrite it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_header: Option<String>,
 }
 
 impl MeshSettings {

@@ -89,6 +89,22 @@ pub enum KeyPart {
     Header(http::HeaderName),
 }
 
+impl KeyPart {
+    /// Parses `consumer`, `ip`, `route`, `api_version` or `header:<name>`.
+    pub fn parse(s: &str) -> Option<KeyPart> {
+        match s {
+            "consumer" => Some(KeyPart::Consumer),
+            "ip" => Some(KeyPart::ClientIp),
+            "route" => Some(KeyPart::Route),
+            "api_version" => Some(KeyPart::ApiVersion),
+            other => other
+                .strip_prefix("header:")
+                .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+                .map(KeyPart::Header),
+        }
+    }
+}
+
 /// One GCRA limit.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

@@ -477,6 +477,17 @@ fn compile(c: &Config, cx: &mut Cx) -> Compiled {
     check_auth(cx, &c.auth);
 
     // Mesh settings.
+    if let Some(h) = &c.mesh.forwarded_header
+        && !matches!(
+            h.to_ascii_lowercase().as_str(),
+            "x-forwarded-for" | "forwarded"
+        )
+    {
+        cx.err(
+            "mesh.forwarded_header",
+            format!("`{h}` is not `x-forwarded-for` or `forwarded`"),
+        );
+    }
     for (i, p) in c.mesh.trusted_proxies.iter().enumerate() {
         if parse_net(p).is_none() {
             cx.err(
@@ -729,17 +740,14 @@ fn compile_limit(cx: &mut Cx, path: &str, l: &LimitSpec, default_key: KeyPart) -
     let mut key = Vec::new();
     for (k, part) in l.key.iter().enumerate() {
         let kp = format!("{path}.key[{k}]");
-        let p = match part.as_str() {
-            "consumer" => Some(KeyPart::Consumer),
-            "ip" => Some(KeyPart::ClientIp),
-            "route" => Some(KeyPart::Route),
-            "api_version" => Some(KeyPart::ApiVersion),
-            other => match other.strip_prefix("header:") {
+        let p = match KeyPart::parse(part) {
+            Some(p) => Some(p),
+            None => match part.strip_prefix("header:") {
                 Some(h) => cx.header_name(&kp, h).map(KeyPart::Header),
                 None => {
                     cx.err(
                         kp,
-                        format!("unknown key part `{other}` (use consumer, ip, route, api_version or header:<name>)"),
+                        format!("unknown key part `{part}` (use consumer, ip, route, api_version or header:<name>)"),
                     );
                     None
                 }

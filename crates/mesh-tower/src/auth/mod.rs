@@ -71,6 +71,7 @@ pub use authenticator::Authenticator;
 pub use outcome::Outcome;
 pub use principal::{MissingPrincipal, Principal};
 
+#[cfg(feature = "redis")]
 pub(crate) use authenticator::sha256;
 use authenticator::{AuthRuntime, CACHE_SLOTS, Check};
 

@@ -43,19 +43,18 @@ fn parse_addr(s: &str) -> Option<IpAddr> {
         .and_then(|(ip, _)| ip.parse().ok())
 }
 
-/// The addresses a request passed through, client first: `Forwarded`
-/// `for=` values if that header is present, else `X-Forwarded-For`. An
-/// unparsable entry (`unknown`, an obfuscated identifier, garbage) ends the
-/// chain: nothing to its left can be attributed.
-fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let forwarded: Vec<&str> = headers
-        .get_all(http::header::FORWARDED)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    if !forwarded.is_empty() {
-        return forwarded
+/// The addresses a request passed through, client first, from the one
+/// header the trusted proxies write (`Forwarded` `for=` values, or
+/// `X-Forwarded-For`); the other header is ignored, since a proxy that does
+/// not write it passes the client's own through. An unparsable entry
+/// (`unknown`, an obfuscated identifier, garbage) ends the chain: nothing to
+/// its left can be attributed.
+fn forwarded_chain(headers: &HeaderMap, use_forwarded: bool) -> Vec<Option<IpAddr>> {
+    if use_forwarded {
+        return headers
+            .get_all(http::header::FORWARDED)
             .iter()
+            .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|elem| {
                 elem.split(';').find_map(|pair| {
@@ -78,13 +77,20 @@ fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
 /// then the rightmost address in the forwarding chain that is not a trusted
 /// proxy (a client can prepend anything, but cannot append after the
 /// proxies it passed through). `None` without a known peer.
-pub(crate) fn client_ip<B>(req: &Request<B>, trusted_proxies: &[IpNet]) -> Option<IpAddr> {
+pub(crate) fn client_ip<B>(
+    req: &Request<B>,
+    trusted_proxies: &[IpNet],
+    use_forwarded: bool,
+) -> Option<IpAddr> {
     let peer = peer(req)?;
     if trusted_proxies.is_empty() || !trusted(peer, trusted_proxies) {
         return Some(peer);
     }
     let mut client = peer;
-    for hop in forwarded_chain(req.headers()).into_iter().rev() {
+    for hop in forwarded_chain(req.headers(), use_forwarded)
+        .into_iter()
+        .rev()
+    {
         match hop {
             Some(ip) => {
                 client = ip;
@@ -120,8 +126,14 @@ mod tests {
     fn untrusted_peer_is_the_client_whatever_it_sends() {
         let t = nets(&["10.0.0.0/8"]);
         let r = req("203.0.113.7:5000", &[("x-forwarded-for", "1.1.1.1")]);
-        assert_eq!(client_ip(&r, &t), Some("203.0.113.7".parse().unwrap()));
-        assert_eq!(client_ip(&r, &[]), Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(
+            client_ip(&r, &t, false),
+            Some("203.0.113.7".parse().unwrap())
+        );
+        assert_eq!(
+            client_ip(&r, &[], false),
+            Some("203.0.113.7".parse().unwrap())
+        );
     }
 
     #[test]
@@ -132,7 +144,10 @@ mod tests {
             "10.0.0.2:1",
             &[("x-forwarded-for", "6.6.6.6, 198.51.100.9, 10.0.0.1")],
         );
-        assert_eq!(client_ip(&r, &t), Some("198.51.100.9".parse().unwrap()));
+        assert_eq!(
+            client_ip(&r, &t, false),
+            Some("198.51.100.9".parse().unwrap())
+        );
         let r = req(
             "10.0.0.2:1",
             &[(
@@ -140,15 +155,20 @@ mod tests {
                 "for=6.6.6.6, for=\"[2001:db8::1]:443\";proto=https, for=10.0.0.1",
             )],
         );
-        assert_eq!(client_ip(&r, &t), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(
+            client_ip(&r, &t, true),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        // The header the proxies do not write is ignored.
+        assert_eq!(client_ip(&r, &t, false), Some("10.0.0.2".parse().unwrap()));
         // Garbage stops the walk at the last trusted hop.
         let r = req(
             "10.0.0.2:1",
             &[("x-forwarded-for", "9.9.9.9, unknown, 10.0.0.1")],
         );
-        assert_eq!(client_ip(&r, &t), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(client_ip(&r, &t, false), Some("10.0.0.1".parse().unwrap()));
         // No header: the proxy itself.
         let r = req("10.0.0.2:1", &[]);
-        assert_eq!(client_ip(&r, &t), Some("10.0.0.2".parse().unwrap()));
+        assert_eq!(client_ip(&r, &t, false), Some("10.0.0.2".parse().unwrap()));
     }
 }

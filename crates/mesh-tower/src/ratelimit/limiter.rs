@@ -47,6 +47,17 @@ impl<C: Clock + Clone> Limit<C> {
 
     /// Takes `cost` units for `key`.
     pub(crate) fn check(&self, key: u64, cost: NonZeroU32) -> Decision {
+        if cost.get() == 1 {
+            // The single-cell check is cheaper than the batch one.
+            return match self.limiter.check_key(&key) {
+                Ok(snapshot) => Decision::Allow {
+                    remaining: snapshot.remaining_burst_capacity(),
+                },
+                Err(not_until) => Decision::Deny {
+                    retry_after: not_until.wait_time_from(self.clock.now()),
+                },
+            };
+        }
         match self.limiter.check_key_n(&key, cost) {
             Ok(Ok(snapshot)) => Decision::Allow {
                 remaining: snapshot.remaining_burst_capacity(),
@@ -202,6 +213,17 @@ impl QuotaStore {
         }
         cell.1 += cost;
         Ok(limit - cell.1)
+    }
+
+    /// Returns `cost` taken from the current window (a request refused by
+    /// another quota).
+    pub(crate) fn give_back(&self, key: u64, period: Period, cost: u64, now: u64) {
+        let (start, _) = window(period, now);
+        if let Some(mut cell) = self.cells.get_mut(&(key, period))
+            && cell.0 == start
+        {
+            cell.1 = cell.1.saturating_sub(cost);
+        }
     }
 
     /// Forgets windows that have ended.

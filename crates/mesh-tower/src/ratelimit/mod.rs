@@ -71,38 +71,51 @@ fn system_clock() -> WallClock {
 }
 
 const ANONYMOUS: &str = "anonymous";
-const RATELIMIT: &str = "ratelimit";
-const RATELIMIT_POLICY: &str = "ratelimit-policy";
+const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
+const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
 
 struct NamedLimit {
-    name: String,
+    name: Arc<str>,
     /// What the limit is (owner, index, rate, burst): its Redis key prefix.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     identity: String,
     limit: Arc<Limit>,
     /// The local stand-in when the shared store fails: the limit divided
     /// by the live replicas.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fallback: Arc<Limit>,
     key: Vec<KeyPart>,
 }
 
 struct RouteLimits {
-    limits: Vec<NamedLimit>,
+    limits: Vec<Arc<NamedLimit>>,
     cost: NonZeroU32,
     plan: bool,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     cluster: bool,
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     on_failure: mesh_core::policy::StoreFailureMode,
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     store_timeout: Duration,
-    policy: String,
+    /// The `RateLimit-Policy` field line of the route's own limits.
+    policy: Option<HeaderValue>,
     allowed: metrics::Counter,
     limited: metrics::Counter,
 }
 
 struct PlanLimits {
-    rates: Vec<NamedLimit>,
-    quotas: Vec<(String, Rate)>,
-    policy: String,
+    rates: Vec<Arc<NamedLimit>>,
+    quotas: Vec<(Arc<str>, Rate)>,
+    /// The `RateLimit-Policy` field line of the plan.
+    policy: Option<HeaderValue>,
+}
+
+/// How the client address is found.
+#[derive(Default)]
+struct Net {
+    trusted: Vec<IpNet>,
+    /// Read `Forwarded` rather than `X-Forwarded-For` from trusted proxies.
+    forwarded: bool,
 }
 
 /// The limits compiled from one snapshot.
@@ -110,8 +123,9 @@ struct RateState {
     revision: u64,
     routes: Vec<Option<RouteLimits>>,
     plans: foldhash::HashMap<String, PlanLimits>,
-    trusted: Vec<IpNet>,
+    net: Net,
     /// Live replicas of this service (1 if unknown), for local fallbacks.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     replicas: u64,
 }
 
@@ -131,13 +145,13 @@ fn named(
     };
     let fallback_burst = share(u64::from(burst)) as u32;
     NamedLimit {
+        name: name.into(),
         limit: pool.get(identity.clone(), rate, burst),
         fallback: pool.get(
             format!("{identity}|fallback/{replicas}"),
             fallback_rate,
             fallback_burst,
         ),
-        name,
         identity,
         key,
     }
@@ -160,24 +174,29 @@ impl RateState {
             .map(|s| s.endpoints.len() as u64)
             .filter(|n| *n > 0)
             .unwrap_or(1);
-        let trusted = snapshot
-            .config()
-            .mesh
-            .trusted_proxies
-            .iter()
-            .filter_map(|p| parse_net(p))
-            .collect();
+        let mesh = &snapshot.config().mesh;
+        let net = Net {
+            trusted: mesh
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| parse_net(p))
+                .collect(),
+            forwarded: mesh
+                .forwarded_header
+                .as_deref()
+                .is_some_and(|h| h.eq_ignore_ascii_case("forwarded")),
+        };
         let routes = snapshot
             .routes()
             .iter()
             .map(|route| {
                 let rl = route.policy().rate_limit.as_ref()?;
-                let limits: Vec<NamedLimit> = rl
+                let limits: Vec<Arc<NamedLimit>> = rl
                     .limits
                     .iter()
                     .enumerate()
                     .map(|(i, l)| {
-                        named(
+                        Arc::new(named(
                             pool,
                             format!("{}-{i}", route.id()),
                             format!("route|{}|{i}|{}|{}", route.id(), l.rate, l.burst),
@@ -185,7 +204,7 @@ impl RateState {
                             l.burst,
                             l.key.clone(),
                             replicas,
-                        )
+                        ))
                     })
                     .collect();
                 let policy = limits
@@ -201,7 +220,7 @@ impl RateState {
                     cluster: rl.cluster,
                     on_failure: rl.on_store_failure,
                     store_timeout: rl.store_timeout,
-                    policy,
+                    policy: (!policy.is_empty()).then(|| header(&policy)).flatten(),
                     allowed: metrics::counter!("apimesh.ratelimit.decisions", "route" => label.clone(), "outcome" => "allowed"),
                     limited: metrics::counter!("apimesh.ratelimit.decisions", "route" => label, "outcome" => "limited"),
                 })
@@ -209,7 +228,7 @@ impl RateState {
             .collect();
         let mut plans = foldhash::HashMap::default();
         for plan in &snapshot.config().plans {
-            let rates: Vec<NamedLimit> = plan
+            let rates: Vec<Arc<NamedLimit>> = plan
                 .rates
                 .iter()
                 .enumerate()
@@ -219,22 +238,28 @@ impl RateState {
                         .burst
                         .unwrap_or(rate.amount.min(u64::from(u32::MAX)) as u32)
                         .max(1);
-                    Some(named(
+                    let mut key: Vec<KeyPart> =
+                        spec.key.iter().filter_map(|k| KeyPart::parse(k)).collect();
+                    if key.is_empty() {
+                        key.push(KeyPart::Consumer);
+                    }
+                    Some(Arc::new(named(
                         pool,
                         format!("plan-{}-{i}", plan.name),
-                        format!("plan|{}|{i}|{rate}|{burst}", plan.name),
+                        format!("plan|{}|{i}|{rate}|{burst}|{:?}", plan.name, spec.key),
                         rate,
                         burst,
-                        vec![KeyPart::Consumer],
+                        key,
                         replicas,
-                    ))
+                    )))
                 })
                 .collect();
-            let quotas: Vec<(String, Rate)> = plan
+            let quotas: Vec<(Arc<str>, Rate)> = plan
                 .quotas
                 .iter()
                 .filter_map(|q| q.parse::<Rate>().ok())
-                .map(|r| (format!("quota-{}-{}", plan.name, r.period.as_str()), r))
+                .enumerate()
+                .map(|(i, r)| (Arc::from(format!("quota-{}-{i}", plan.name)), r))
                 .collect();
             let policy =
                 rates
@@ -250,7 +275,7 @@ impl RateState {
                 PlanLimits {
                     rates,
                     quotas,
-                    policy,
+                    policy: (!policy.is_empty()).then(|| header(&policy)).flatten(),
                 },
             );
         }
@@ -258,7 +283,7 @@ impl RateState {
             revision: snapshot.revision(),
             routes,
             plans,
-            trusted,
+            net,
             replicas,
         }
     }
@@ -353,7 +378,7 @@ fn shared(mode: Mode, clock: WallClock, eviction_interval: Duration) -> Arc<Shar
             revision: 0,
             routes: Vec::new(),
             plans: Default::default(),
-            trusted: Vec::new(),
+            net: Net::default(),
             replicas: 1,
         })),
         clock,
@@ -688,18 +713,40 @@ impl<S> RateLimit<S> {
     }
 }
 
+/// Why a request was refused; the problem `detail` is only written then.
+#[derive(Clone, Copy)]
+enum Refusal {
+    Rate(Rate),
+    Plan(Rate),
+    Quota(Rate),
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    StoreDown,
+}
+
+impl Refusal {
+    fn detail(self) -> String {
+        match self {
+            Refusal::Rate(r) => format!("rate limit {r} exceeded"),
+            Refusal::Plan(r) => format!("plan rate {r} exceeded"),
+            Refusal::Quota(r) => format!("quota {r} exhausted"),
+            Refusal::StoreDown => "the shared rate-limit store is unavailable".into(),
+        }
+    }
+}
+
+/// The `RateLimit-Policy` field lines that apply: the route's, the plan's.
+type Policies = (Option<HeaderValue>, Option<HeaderValue>);
+
 /// What the limits decided for one request.
 enum Verdict {
     Allow {
-        policy: String,
         /// The most constrained limit: name, remaining, seconds to full.
-        tightest: Option<(String, u64, u64)>,
+        tightest: Option<(Arc<str>, u64, u64)>,
     },
     Deny {
-        policy: String,
-        name: String,
+        name: Arc<str>,
         retry_after: Duration,
-        detail: String,
+        why: Refusal,
     },
 }
 
@@ -709,13 +756,15 @@ fn key_hash<B>(
     req: &Request<B>,
     route: &Route,
     consumer: Option<&str>,
-    trusted: &[IpNet],
+    net: &Net,
 ) -> u64 {
     let mut h = hasher.build_hasher();
     for part in parts {
         match part {
             KeyPart::Consumer => (0u8, consumer.unwrap_or(ANONYMOUS)).hash(&mut h),
-            KeyPart::ClientIp => (1u8, client::client_ip(req, trusted)).hash(&mut h),
+            KeyPart::ClientIp => {
+                (1u8, client::client_ip(req, &net.trusted, net.forwarded)).hash(&mut h)
+            }
             KeyPart::Route => (2u8, route.id()).hash(&mut h),
             KeyPart::ApiVersion => (3u8, route.api(), route.version()).hash(&mut h),
             KeyPart::Header(name) => {
@@ -730,142 +779,169 @@ fn key_hash<B>(
     h.finish()
 }
 
-/// A GCRA check to run: the limit, its local key, and (for cluster routes)
-/// the Redis key and the local fallback.
-struct GcraCheck {
-    name: String,
-    limit: Arc<Limit>,
-    local_key: u64,
-    detail: String,
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    cluster: Option<(String, Arc<Limit>)>,
+/// Tracks the most constrained policy for the `RateLimit` field.
+#[derive(Default)]
+struct Tightest(Option<(Arc<str>, u64, u64)>);
+
+impl Tightest {
+    fn consider(&mut self, name: &Arc<str>, remaining: u64, to_full: u64) {
+        if self.0.as_ref().is_none_or(|t| remaining < t.1) {
+            self.0 = Some((name.clone(), remaining, to_full));
+        }
+    }
 }
 
-/// A quota check to run.
-struct QuotaCheck {
-    name: String,
+fn gcra_allowed(limit: &Limit, remaining: u32) -> (u64, u64) {
+    let used = limit.burst.saturating_sub(remaining);
+    let to_full = (limit.rate.interval() * used).as_secs_f64().ceil() as u64;
+    (u64::from(remaining), to_full)
+}
+
+/// The consumer's plan, if the route applies plans.
+fn plan_of<'a>(
+    state: &'a RateState,
+    snapshot: &Snapshot,
+    rl: &RouteLimits,
+    consumer: Option<&str>,
+) -> Option<&'a PlanLimits> {
+    if !rl.plan {
+        return None;
+    }
+    let plan = snapshot.consumer(consumer?)?.plan.as_ref()?;
+    state.plans.get(plan)
+}
+
+/// The in-process path: every limit checked in place, no allocation unless
+/// a header is written.
+#[allow(clippy::too_many_arguments)]
+fn decide_local<B>(
+    shared: &Shared,
+    state: &RateState,
+    rl: &RouteLimits,
+    plan: Option<&PlanLimits>,
+    req: &Request<B>,
+    route: &Route,
+    consumer: Option<&str>,
+    now: u64,
+) -> Verdict {
+    let mut tightest = Tightest::default();
+    for n in &rl.limits {
+        let key = key_hash(&shared.hasher, &n.key, req, route, consumer, &state.net);
+        match n.limit.check(key, rl.cost) {
+            Decision::Allow { remaining } => {
+                let (r, t) = gcra_allowed(&n.limit, remaining);
+                tightest.consider(&n.name, r, t);
+            }
+            Decision::Deny { retry_after } => {
+                return Verdict::Deny {
+                    name: n.name.clone(),
+                    retry_after,
+                    why: Refusal::Rate(n.limit.rate),
+                };
+            }
+        }
+    }
+    if let (Some(plan), Some(consumer)) = (plan, consumer) {
+        for n in &plan.rates {
+            let key = key_hash(
+                &shared.hasher,
+                &n.key,
+                req,
+                route,
+                Some(consumer),
+                &state.net,
+            );
+            match n.limit.check(key, rl.cost) {
+                Decision::Allow { remaining } => {
+                    let (r, t) = gcra_allowed(&n.limit, remaining);
+                    tightest.consider(&n.name, r, t);
+                }
+                Decision::Deny { retry_after } => {
+                    return Verdict::Deny {
+                        name: n.name.clone(),
+                        retry_after,
+                        why: Refusal::Plan(n.limit.rate),
+                    };
+                }
+            }
+        }
+        // Quotas last, so a request refused above does not use quota; and
+        // one refused by a quota gives back what it took from the others.
+        let cost = u64::from(rl.cost.get());
+        for (i, (name, quota)) in plan.quotas.iter().enumerate() {
+            let qkey = shared.hasher.hash_one((5u8, consumer, route.api(), i));
+            match shared
+                .quotas
+                .take(qkey, quota.period, quota.amount, cost, now)
+            {
+                Ok(remaining) => {
+                    let (_, end) = limiter::window(quota.period, now);
+                    tightest.consider(name, remaining, end - now);
+                }
+                Err(reset) => {
+                    for (j, (_, taken)) in plan.quotas.iter().enumerate().take(i) {
+                        let qkey = shared.hasher.hash_one((5u8, consumer, route.api(), j));
+                        shared.quotas.give_back(qkey, taken.period, cost, now);
+                    }
+                    return Verdict::Deny {
+                        name: name.clone(),
+                        retry_after: Duration::from_secs(reset),
+                        why: Refusal::Quota(*quota),
+                    };
+                }
+            }
+        }
+    }
+    Verdict::Allow {
+        tightest: tightest.0,
+    }
+}
+
+/// A limit to check in Redis: its shared key and its local fallback key.
+#[cfg(feature = "redis")]
+struct ClusterCheck {
+    limit: Arc<NamedLimit>,
+    shared_key: String,
+    local_key: u64,
+    plan: bool,
+}
+
+/// A quota to count in Redis.
+#[cfg(feature = "redis")]
+struct ClusterQuota {
+    name: Arc<str>,
     quota: Rate,
+    shared_key: String,
     local_key: u64,
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    cluster: Option<(String, u64)>,
-}
-
-/// Everything a request must pass, computed from the request up front so
-/// that the (possibly remote) evaluation needs no borrow of it.
-struct Checks {
-    policy: String,
-    gcra: Vec<GcraCheck>,
-    quotas: Vec<QuotaCheck>,
+    /// The local fallback's share of the quota.
+    local_limit: u64,
 }
 
 /// A stable key for Redis: the same on every instance (unlike the
 /// per-process seeded hash used locally).
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+#[cfg(feature = "redis")]
 fn cluster_key(prefix: &str, material: &[u8]) -> String {
     let digest = crate::auth::sha256(material);
     let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
     format!("apimesh:{prefix}:{hex}")
 }
 
-#[allow(clippy::too_many_arguments)]
-fn plan_checks<B>(
-    shared: &Shared,
-    state: &RateState,
-    rl: &RouteLimits,
-    req: &Request<B>,
-    route: &Route,
-    consumer: Option<&str>,
-    now: u64,
-) -> Checks {
-    let mut policy = rl.policy.clone();
-    let mut gcra = Vec::new();
-    let mut quotas = Vec::new();
-    let cluster = rl.cluster;
-    for n in &rl.limits {
-        let local_key = key_hash(&shared.hasher, &n.key, req, route, consumer, &state.trusted);
-        gcra.push(GcraCheck {
-            name: n.name.clone(),
-            limit: n.limit.clone(),
-            local_key,
-            detail: format!("rate limit {} exceeded", n.limit.rate),
-            cluster: cluster.then(|| {
-                let material = format!(
-                    "{}|{local_key_material}",
-                    n.name,
-                    local_key_material = key_material(&n.key, req, route, consumer, &state.trusted)
-                );
-                (
-                    cluster_key(&format!("rl:{}", n.identity), material.as_bytes()),
-                    n.fallback.clone(),
-                )
-            }),
-        });
-    }
-    let plan = match (rl.plan, consumer) {
-        (true, Some(c)) => route_plan(state, req, c),
-        _ => None,
-    };
-    if let (Some(plan), Some(consumer)) = (plan, consumer) {
-        if !plan.policy.is_empty() {
-            if !policy.is_empty() {
-                policy.push_str(", ");
-            }
-            policy.push_str(&plan.policy);
-        }
-        let ckey = shared.hasher.hash_one((0u8, consumer));
-        for n in &plan.rates {
-            gcra.push(GcraCheck {
-                name: n.name.clone(),
-                limit: n.limit.clone(),
-                local_key: ckey,
-                detail: format!("plan rate {} exceeded", n.limit.rate),
-                cluster: cluster.then(|| {
-                    (
-                        cluster_key(&format!("rl:{}", n.identity), consumer.as_bytes()),
-                        n.fallback.clone(),
-                    )
-                }),
-            });
-        }
-        let qkey = shared.hasher.hash_one((5u8, consumer, route.api()));
-        for (name, quota) in &plan.quotas {
-            quotas.push(QuotaCheck {
-                name: name.clone(),
-                quota: *quota,
-                local_key: qkey,
-                cluster: cluster.then(|| {
-                    let (start, _) = limiter::window(quota.period, now);
-                    let material = format!("{consumer}|{}|{start}", route.api().unwrap_or(""));
-                    (
-                        cluster_key(&format!("q:{name}"), material.as_bytes()),
-                        quota.amount.div_ceil(state.replicas.max(1)),
-                    )
-                }),
-            });
-        }
-    }
-    Checks {
-        policy,
-        gcra,
-        quotas,
-    }
-}
-
 /// The key parts as bytes, for a key that must be equal on every instance.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+#[cfg(feature = "redis")]
 fn key_material<B>(
     parts: &[KeyPart],
     req: &Request<B>,
     route: &Route,
     consumer: Option<&str>,
-    trusted: &[IpNet],
+    net: &Net,
 ) -> String {
     let mut out = String::new();
     for part in parts {
         match part {
             KeyPart::Consumer => out.push_str(consumer.unwrap_or(ANONYMOUS)),
             KeyPart::ClientIp => out.push_str(
-                &client::client_ip(req, trusted).map_or_else(String::new, |ip| ip.to_string()),
+                &client::client_ip(req, &net.trusted, net.forwarded)
+                    .map_or_else(String::new, |ip| ip.to_string()),
             ),
             KeyPart::Route => out.push_str(route.id()),
             KeyPart::ApiVersion => {
@@ -886,225 +962,217 @@ fn key_material<B>(
     out
 }
 
-/// Tracks the most constrained policy for the `RateLimit` field.
-#[derive(Default)]
-struct Tightest(Option<(String, u64, u64)>);
-
-impl Tightest {
-    fn consider(&mut self, name: &str, remaining: u64, to_full: u64) {
-        if self.0.as_ref().is_none_or(|t| remaining < t.1) {
-            self.0 = Some((name.to_owned(), remaining, to_full));
-        }
-    }
-}
-
-fn gcra_allowed(limit: &Limit, remaining: u32) -> (u64, u64) {
-    let used = limit.burst.saturating_sub(remaining);
-    let to_full = (limit.rate.interval() * used).as_secs_f64().ceil() as u64;
-    (u64::from(remaining), to_full)
-}
-
-/// Evaluates the checks against the in-process limiters.
-fn evaluate_local(shared: &Shared, checks: Checks, cost: NonZeroU32, now: u64) -> Verdict {
-    let Checks {
-        policy,
-        gcra,
-        quotas,
-    } = checks;
-    let mut tightest = Tightest::default();
-    for c in &gcra {
-        match c.limit.check(c.local_key, cost) {
-            Decision::Allow { remaining } => {
-                let (r, t) = gcra_allowed(&c.limit, remaining);
-                tightest.consider(&c.name, r, t);
-            }
-            Decision::Deny { retry_after } => {
-                return Verdict::Deny {
-                    policy,
-                    name: c.name.clone(),
-                    retry_after,
-                    detail: c.detail.clone(),
-                };
-            }
-        }
-    }
-    // Quotas last, so a request refused above does not use quota.
-    for q in &quotas {
-        match shared.quotas.take(
-            q.local_key,
-            q.quota.period,
-            q.quota.amount,
-            u64::from(cost.get()),
-            now,
-        ) {
-            Ok(remaining) => {
-                let (_, end) = limiter::window(q.quota.period, now);
-                tightest.consider(&q.name, remaining, end - now);
-            }
-            Err(reset) => {
-                return Verdict::Deny {
-                    policy,
-                    name: q.name.clone(),
-                    retry_after: Duration::from_secs(reset),
-                    detail: format!("quota {} exhausted", q.quota),
-                };
-            }
-        }
-    }
-    Verdict::Allow {
-        policy,
-        tightest: tightest.0,
-    }
-}
-
-/// Evaluates the checks in Redis; each check that Redis cannot answer in
-/// time falls back as the route's `on_store_failure` says.
+/// Everything a cluster route must check, computed from the request up
+/// front so that the remote evaluation needs no borrow of it.
 #[cfg(feature = "redis")]
-async fn evaluate_cluster(
+#[allow(clippy::too_many_arguments)]
+fn cluster_checks<B>(
+    shared: &Shared,
+    state: &RateState,
+    rl: &RouteLimits,
+    plan: Option<&PlanLimits>,
+    req: &Request<B>,
+    route: &Route,
+    consumer: Option<&str>,
+    now: u64,
+) -> (Vec<ClusterCheck>, Vec<ClusterQuota>) {
+    let mut gcra = Vec::new();
+    let mut quotas = Vec::new();
+    for n in &rl.limits {
+        let material = key_material(&n.key, req, route, consumer, &state.net);
+        gcra.push(ClusterCheck {
+            limit: n.clone(),
+            shared_key: cluster_key(&format!("rl:{}", n.identity), material.as_bytes()),
+            local_key: key_hash(&shared.hasher, &n.key, req, route, consumer, &state.net),
+            plan: false,
+        });
+    }
+    if let (Some(plan), Some(consumer)) = (plan, consumer) {
+        for n in &plan.rates {
+            let material = key_material(&n.key, req, route, Some(consumer), &state.net);
+            gcra.push(ClusterCheck {
+                limit: n.clone(),
+                shared_key: cluster_key(&format!("rl:{}", n.identity), material.as_bytes()),
+                local_key: key_hash(
+                    &shared.hasher,
+                    &n.key,
+                    req,
+                    route,
+                    Some(consumer),
+                    &state.net,
+                ),
+                plan: true,
+            });
+        }
+        for (i, (name, quota)) in plan.quotas.iter().enumerate() {
+            let qkey = shared.hasher.hash_one((5u8, consumer, route.api(), i));
+            let (start, _) = limiter::window(quota.period, now);
+            let material = format!("{consumer}|{}|{start}", route.api().unwrap_or(""));
+            quotas.push(ClusterQuota {
+                name: name.clone(),
+                quota: *quota,
+                shared_key: cluster_key(&format!("q:{name}"), material.as_bytes()),
+                local_key: qkey,
+                local_limit: quota.amount.div_ceil(state.replicas.max(1)),
+            });
+        }
+    }
+    (gcra, quotas)
+}
+
+/// Evaluates a cluster route in Redis; each check that Redis cannot answer
+/// in time falls back as the route's `on_store_failure` says.
+#[cfg(feature = "redis")]
+#[allow(clippy::too_many_arguments)]
+async fn decide_cluster(
     shared: Arc<Shared>,
     store: Arc<redis::RedisStore>,
-    checks: Checks,
+    gcra: Vec<ClusterCheck>,
+    quotas: Vec<ClusterQuota>,
     cost: NonZeroU32,
     mode: mesh_core::policy::StoreFailureMode,
     timeout: Duration,
     now: u64,
 ) -> Verdict {
     use mesh_core::policy::StoreFailureMode;
-    let Checks {
-        policy,
-        gcra,
-        quotas,
-    } = checks;
     let mut tightest = Tightest::default();
-    let unavailable = |policy: String, name: &str| Verdict::Deny {
-        policy,
-        name: name.to_owned(),
+    let down = |name: &Arc<str>| Verdict::Deny {
+        name: name.clone(),
         retry_after: Duration::from_secs(1),
-        detail: "the shared rate-limit store is unavailable".into(),
+        why: Refusal::StoreDown,
     };
     for c in &gcra {
-        let Some((key, fallback)) = &c.cluster else {
-            continue;
-        };
+        let n = &c.limit;
         let decision = match store
             .gcra(
-                key,
-                c.limit.rate.interval(),
-                c.limit.burst,
+                &c.shared_key,
+                n.limit.rate.interval(),
+                n.limit.burst,
                 cost.get(),
                 timeout,
             )
             .await
         {
-            Some(d) => Some((d, &c.limit)),
+            Some(d) => Some((d, &n.limit)),
             None => match mode {
                 StoreFailureMode::FailOpen => None,
-                StoreFailureMode::FailClosed => return unavailable(policy, &c.name),
-                _ => Some((fallback.check(c.local_key, cost), fallback)),
+                StoreFailureMode::FailClosed => return down(&n.name),
+                _ => Some((n.fallback.check(c.local_key, cost), &n.fallback)),
             },
         };
         match decision {
             None => {}
             Some((Decision::Allow { remaining }, limit)) => {
                 let (r, t) = gcra_allowed(limit, remaining);
-                tightest.consider(&c.name, r, t);
+                tightest.consider(&n.name, r, t);
             }
             Some((Decision::Deny { retry_after }, _)) => {
+                let why = if c.plan {
+                    Refusal::Plan(n.limit.rate)
+                } else {
+                    Refusal::Rate(n.limit.rate)
+                };
                 return Verdict::Deny {
-                    policy,
-                    name: c.name.clone(),
+                    name: n.name.clone(),
                     retry_after,
-                    detail: c.detail.clone(),
+                    why,
                 };
             }
         }
     }
+    // A request refused by a quota gives back what it took from the others.
+    let cost = u64::from(cost.get());
+    let mut taken: Vec<(&ClusterQuota, bool)> = Vec::new();
     for q in &quotas {
-        let Some((key, local_limit)) = &q.cluster else {
-            continue;
-        };
         let (_, end) = limiter::window(q.quota.period, now);
-        let taken = match store
-            .quota(key, q.quota.amount, u64::from(cost.get()), end, timeout)
+        let result = match store
+            .quota(&q.shared_key, q.quota.amount, cost, end, timeout)
             .await
         {
-            Some(r) => Some(r.map_err(|()| end - now)),
+            Some(r) => Some((r.map_err(|()| end - now), true)),
             None => match mode {
                 StoreFailureMode::FailOpen => None,
-                StoreFailureMode::FailClosed => return unavailable(policy, &q.name),
-                _ => Some(shared.quotas.take(
-                    q.local_key,
-                    q.quota.period,
-                    *local_limit,
-                    u64::from(cost.get()),
-                    now,
+                StoreFailureMode::FailClosed => return down(&q.name),
+                _ => Some((
+                    shared
+                        .quotas
+                        .take(q.local_key, q.quota.period, q.local_limit, cost, now),
+                    false,
                 )),
             },
         };
-        match taken {
+        match result {
             None => {}
-            Some(Ok(remaining)) => tightest.consider(&q.name, remaining, end - now),
-            Some(Err(reset)) => {
+            Some((Ok(remaining), in_redis)) => {
+                taken.push((q, in_redis));
+                tightest.consider(&q.name, remaining, end - now);
+            }
+            Some((Err(reset), _)) => {
+                for (t, in_redis) in taken {
+                    if in_redis {
+                        store.give_back(&t.shared_key, cost, timeout).await;
+                    } else {
+                        shared
+                            .quotas
+                            .give_back(t.local_key, t.quota.period, cost, now);
+                    }
+                }
                 return Verdict::Deny {
-                    policy,
                     name: q.name.clone(),
                     retry_after: Duration::from_secs(reset),
-                    detail: format!("quota {} exhausted", q.quota),
+                    why: Refusal::Quota(q.quota),
                 };
             }
         }
     }
     Verdict::Allow {
-        policy,
         tightest: tightest.0,
     }
-}
-
-fn route_plan<'a, B>(
-    state: &'a RateState,
-    req: &Request<B>,
-    consumer: &str,
-) -> Option<&'a PlanLimits> {
-    let snapshot = req
-        .extensions()
-        .get::<MatchedRoute>()
-        .map(|m| m.snapshot())?;
-    let plan = snapshot.consumer(consumer)?.plan.as_ref()?;
-    state.plans.get(plan)
 }
 
 fn header(v: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(v).ok()
 }
 
+fn put_policies(h: &mut http::HeaderMap, policies: &Policies) {
+    for p in [&policies.0, &policies.1].into_iter().flatten() {
+        h.append(RATELIMIT_POLICY, p.clone());
+    }
+}
+
 /// The 429 for a refused request, with the rate-limit fields.
 fn refused(
-    policy: &str,
+    policies: &Policies,
     name: &str,
     retry_after: Duration,
-    detail: String,
+    why: Refusal,
     grpc: bool,
 ) -> Response<bytes::Bytes> {
     let mut res = MeshError::RateLimited {
         retry_after,
-        detail,
+        detail: why.detail(),
     }
     .to_response(grpc);
     let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-    if let (Some(p), Some(r)) = (header(policy), header(&format!("\"{name}\";r=0;t={secs}"))) {
-        res.headers_mut().insert(RATELIMIT_POLICY, p);
+    put_policies(res.headers_mut(), policies);
+    if let Some(r) = header(&format!("\"{name}\";r=0;t={secs}")) {
         res.headers_mut().insert(RATELIMIT, r);
     }
     res
 }
 
-/// The fields for an admitted request.
-fn admitted(
-    policy: &str,
-    tightest: Option<(String, u64, u64)>,
-) -> Option<(HeaderValue, HeaderValue)> {
+/// The `RateLimit` field for an admitted request: `"name";r=R;t=T`,
+/// written without the formatting machinery (it is on every response).
+fn admitted(tightest: Option<(Arc<str>, u64, u64)>) -> Option<HeaderValue> {
     let (name, r, t) = tightest?;
-    Some((header(policy)?, header(&format!("\"{name}\";r={r};t={t}"))?))
+    let mut out = Vec::with_capacity(name.len() + 32);
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\";r=");
+    out.extend_from_slice(itoa::Buffer::new().format(r).as_bytes());
+    out.extend_from_slice(b";t=");
+    out.extend_from_slice(itoa::Buffer::new().format(t).as_bytes());
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(out)).ok()
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
@@ -1123,17 +1191,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        if let Mode::Fixed { snapshot } = &self.shared.mode
-            && let Some(m) = MatchedRoute::find(snapshot, &req)
-        {
-            req.extensions_mut().insert(m);
-        }
-        let Some(matched) = req.extensions().get::<MatchedRoute>() else {
-            return ResponseFuture::inner(self.inner.call(req), None);
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let (snapshot, route) = match &self.shared.mode {
+            // A standalone layer has one catch-all route.
+            Mode::Fixed { snapshot } => match snapshot.routes().first() {
+                Some(r) => (snapshot, &**r),
+                None => return ResponseFuture::inner(self.inner.call(req), None),
+            },
+            Mode::Routes => match req.extensions().get::<MatchedRoute>() {
+                Some(m) => (m.snapshot(), m.route()),
+                None => return ResponseFuture::inner(self.inner.call(req), None),
+            },
         };
-        let route = matched.route();
-        let snapshot = matched.snapshot();
         let current = self.cache.load();
         let rebuilt;
         let state: &RateState = if current.revision == snapshot.revision() {
@@ -1145,16 +1214,27 @@ where
         let consumer = req
             .extensions()
             .get::<Principal>()
-            .and_then(|p| p.consumer.clone());
-        let now = (self.shared.clock)();
+            .and_then(|p| p.consumer.as_deref());
+        let rl = state.routes.get(route.index()).and_then(Option::as_ref);
+        if rl.is_none() && route.api().is_none() {
+            return ResponseFuture::inner(self.inner.call(req), None);
+        }
+        // The wall clock is read only when quotas or usage need it.
+        let needs_clock =
+            route.api().is_some() || rl.is_some_and(|rl| rl.plan && consumer.is_some());
+        let now = if needs_clock {
+            (self.shared.clock)()
+        } else {
+            0
+        };
         let usage = route.api_arc().map(|api| {
             (
-                consumer.clone().unwrap_or_else(|| Arc::from(ANONYMOUS)),
+                consumer.map_or_else(|| Arc::from(ANONYMOUS), Arc::from),
                 api.clone(),
                 route.version_arc().cloned(),
             )
         });
-        let Some(rl) = state.routes.get(route.index()).and_then(Option::as_ref) else {
+        let Some(rl) = rl else {
             if let Some((who, api, version)) = &usage {
                 self.shared
                     .usage
@@ -1162,29 +1242,33 @@ where
             }
             return ResponseFuture::inner(self.inner.call(req), None);
         };
-        let checks = plan_checks(
-            &self.shared,
-            state,
-            rl,
-            &req,
-            route,
-            consumer.as_deref(),
-            now,
-        );
+        let plan = plan_of(state, snapshot, rl, consumer);
+        let policies: Policies = (rl.policy.clone(), plan.and_then(|p| p.policy.clone()));
         let grpc = is_grpc(req.headers());
 
         #[cfg(feature = "redis")]
         if rl.cluster
             && let Some(store) = self.shared.store.clone()
         {
+            let (gcra, quotas) =
+                cluster_checks(&self.shared, state, rl, plan, &req, route, consumer, now);
             let clone = self.inner.clone();
             let mut inner = std::mem::replace(&mut self.inner, clone);
             let shared = self.shared.clone();
             let (cost, mode, timeout) = (rl.cost, rl.on_failure, rl.store_timeout);
             let (allowed, limited) = (rl.allowed.clone(), rl.limited.clone());
             return ResponseFuture::boxed(Box::pin(async move {
-                let verdict =
-                    evaluate_cluster(shared.clone(), store, checks, cost, mode, timeout, now).await;
+                let verdict = decide_cluster(
+                    shared.clone(),
+                    store,
+                    gcra,
+                    quotas,
+                    cost,
+                    mode,
+                    timeout,
+                    now,
+                )
+                .await;
                 if let Some((who, api, version)) = &usage {
                     let refused = matches!(verdict, Verdict::Deny { .. });
                     shared
@@ -1192,29 +1276,28 @@ where
                         .record(who, api, version.as_ref(), now, refused);
                 }
                 match verdict {
-                    Verdict::Allow { policy, tightest } => {
+                    Verdict::Allow { tightest } => {
                         allowed.increment(1);
                         let mut res = inner.call(req).await?;
-                        if let Some((p, r)) = admitted(&policy, tightest) {
-                            res.headers_mut().insert(RATELIMIT_POLICY, p);
+                        put_policies(res.headers_mut(), &policies);
+                        if let Some(r) = admitted(tightest) {
                             res.headers_mut().insert(RATELIMIT, r);
                         }
                         Ok(res.map(MeshBody::inner))
                     }
                     Verdict::Deny {
-                        policy,
                         name,
                         retry_after,
-                        detail,
+                        why,
                     } => {
                         limited.increment(1);
-                        Ok(refused(&policy, &name, retry_after, detail, grpc).map(MeshBody::full))
+                        Ok(refused(&policies, &name, retry_after, why, grpc).map(MeshBody::full))
                     }
                 }
             }));
         }
 
-        let verdict = evaluate_local(&self.shared, checks, rl.cost, now);
+        let verdict = decide_local(&self.shared, state, rl, plan, &req, route, consumer, now);
         if let Some((who, api, version)) = &usage {
             let refused = matches!(verdict, Verdict::Deny { .. });
             self.shared
@@ -1222,18 +1305,17 @@ where
                 .record(who, api, version.as_ref(), now, refused);
         }
         match verdict {
-            Verdict::Allow { policy, tightest } => {
+            Verdict::Allow { tightest } => {
                 rl.allowed.increment(1);
-                ResponseFuture::inner(self.inner.call(req), admitted(&policy, tightest))
+                ResponseFuture::inner(self.inner.call(req), Some((policies, admitted(tightest))))
             }
             Verdict::Deny {
-                policy,
                 name,
                 retry_after,
-                detail,
+                why,
             } => {
                 rl.limited.increment(1);
-                ResponseFuture::ready(refused(&policy, &name, retry_after, detail, grpc))
+                ResponseFuture::ready(refused(&policies, &name, retry_after, why, grpc))
             }
         }
     }
@@ -1252,14 +1334,14 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F, B, E> {
-        Inner { #[pin] future: F, headers: Option<(HeaderValue, HeaderValue)> },
+        Inner { #[pin] future: F, headers: Option<(Policies, Option<HeaderValue>)> },
         Ready { response: Option<Response<bytes::Bytes>> },
         Boxed { future: BoxFuture<B, E> },
     }
 }
 
 impl<F, B, E> ResponseFuture<F, B, E> {
-    fn inner(future: F, headers: Option<(HeaderValue, HeaderValue)>) -> Self {
+    fn inner(future: F, headers: Option<(Policies, Option<HeaderValue>)>) -> Self {
         ResponseFuture {
             kind: Kind::Inner { future, headers },
         }
@@ -1289,9 +1371,11 @@ where
         match self.project().kind.project() {
             KindProj::Inner { future, headers } => {
                 let mut res = ready!(future.poll(cx))?;
-                if let Some((policy, limit)) = headers.take() {
-                    res.headers_mut().insert(RATELIMIT_POLICY, policy);
-                    res.headers_mut().insert(RATELIMIT, limit);
+                if let Some((policies, limit)) = headers.take() {
+                    put_policies(res.headers_mut(), &policies);
+                    if let Some(limit) = limit {
+                        res.headers_mut().insert(RATELIMIT, limit);
+                    }
                 }
                 Poll::Ready(Ok(res.map(MeshBody::inner)))
             }

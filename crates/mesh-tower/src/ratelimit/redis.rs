@@ -211,6 +211,15 @@ impl RedisStore {
         })
     }
 
+    /// Returns `cost` to a quota window counter (best effort).
+    pub(crate) async fn give_back(self: &Arc<Self>, key: &str, cost: u64, timeout: Duration) {
+        let Some(mut conn) = self.connection() else {
+            return;
+        };
+        let cmd = redis::cmd("DECRBY").arg(key).arg(cost).to_owned();
+        let _ = tokio::time::timeout(timeout, cmd.query_async::<i64>(&mut conn)).await;
+    }
+
     /// Takes `cost` from a quota window counter; `Some(Ok(remaining))`,
     /// `Some(Err(()))` when exhausted, `None` when Redis failed.
     pub(crate) async fn quota(
