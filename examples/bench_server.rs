@@ -2,7 +2,8 @@
 //! behind apimesh's inbound layer. Not a demo; see `scripts/loadtest.sh`.
 //!
 //! ```text
-//! bench_server --mode bare|mesh|mesh-jwt [--listen 127.0.0.1:8080] [--routes 100]
+//! bench_server --mode bare|mesh|mesh-jwt|mesh-limit|mesh-redis [--listen 127.0.0.1:8080]
+//!              [--routes 100] [--redis redis://127.0.0.1:6379/]
 //! bench_server --print-token
 //! ```
 //!
@@ -10,7 +11,9 @@
 //! paths and prefixes) and the request matches the last template route, so
 //! the whole route table is in play. `mesh-jwt` also requires an RS256
 //! bearer token on every route; `--print-token` prints one (valid for an
-//! hour, signed with the benchmark key in `benches/keys/`).
+//! hour, signed with the benchmark key in `benches/keys/`). `mesh-limit`
+//! puts a per-IP rate limit (never reached) on every route, counted in
+//! process; `mesh-redis` counts it in Redis (build with `--features redis`).
 
 use std::sync::Arc;
 
@@ -22,6 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut mode = "bare".to_owned();
     let mut listen = "127.0.0.1:8080".to_owned();
     let mut routes: usize = 100;
+    let mut redis_url = String::from("redis://127.0.0.1:6379/");
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("--print-token") {
         println!("{}", token()?);
@@ -33,6 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--mode" => mode = value,
             "--listen" => listen = value,
             "--routes" => routes = value.parse()?,
+            "--redis" => redis_url = value,
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -41,8 +46,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = axum::Router::new().route("/svc/{n}/items/{id}", get(|| async { "hello" }));
     let app = match mode.as_str() {
         "bare" => app,
-        "mesh" | "mesh-jwt" => {
-            let snapshot = Snapshot::from_toml(&config(routes, mode == "mesh-jwt")?, 1)?;
+        "mesh" | "mesh-jwt" | "mesh-limit" | "mesh-redis" => {
+            let limit = match mode.as_str() {
+                "mesh-limit" => {
+                    "rate_limit = { limits = [{ rate = \"1000000000/s\", key = [\"ip\"] }] }\n"
+                }
+                "mesh-redis" => {
+                    "rate_limit = { limits = [{ rate = \"1000000000/s\", key = [\"ip\"] }], cluster = true, store_timeout = \"20ms\", on_store_failure = \"fail_closed\" }\n"
+                }
+                _ => "",
+            };
+            let snapshot = Snapshot::from_toml(&config(routes, mode == "mesh-jwt", limit)?, 1)?;
+            let limits = apimesh::RateLimitLayer::from_routes();
+            let limits = if mode == "mesh-redis" {
+                redis(limits, &redis_url).await?
+            } else {
+                limits
+            };
             let live = LiveSnapshot::fixed(Arc::new(snapshot));
             axum::Router::new()
                 .route(
@@ -55,14 +75,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .layer(apimesh::MeshInboundLayer::new(
                     apimesh::InboundLayer::new(live).unmatched(Unmatched::NotFound),
                     apimesh::AuthLayer::from_routes(),
-                    apimesh::RateLimitLayer::from_routes(),
+                    limits,
                 ))
         }
-        other => return Err(format!("unknown mode {other} (use bare, mesh or mesh-jwt)").into()),
+        other => {
+            return Err(format!(
+                "unknown mode {other} (use bare, mesh, mesh-jwt, mesh-limit or mesh-redis)"
+            )
+            .into());
+        }
     };
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("bench_server ({mode}) on {}", listener.local_addr()?);
-    axum::serve(listener, app).await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -90,7 +119,25 @@ fn token() -> Result<String, Box<dyn std::error::Error>> {
 }
 
 /// `n` routes; the hello URL `/svc/<last>/items/1` matches the last template.
-fn config(n: usize, jwt: bool) -> Result<String, Box<dyn std::error::Error>> {
+#[cfg(feature = "redis")]
+async fn redis(
+    limits: apimesh::RateLimitLayer,
+    url: &str,
+) -> Result<apimesh::RateLimitLayer, Box<dyn std::error::Error>> {
+    let store = apimesh::layers::ratelimit::RedisStore::open(url)?;
+    store.connect(std::time::Duration::from_secs(2)).await?;
+    Ok(limits.with_redis(store))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis(
+    _: apimesh::RateLimitLayer,
+    _: &str,
+) -> Result<apimesh::RateLimitLayer, Box<dyn std::error::Error>> {
+    Err("mesh-redis needs `--features redis`".into())
+}
+
+fn config(n: usize, jwt: bool, limit: &str) -> Result<String, Box<dyn std::error::Error>> {
     let mut s = String::new();
     let auth = if jwt {
         s.push_str(&format!(
@@ -107,7 +154,9 @@ fn config(n: usize, jwt: bool) -> Result<String, Box<dyn std::error::Error>> {
             1 => format!(r#"{{ path = "/svc/{i}/health" }}"#),
             _ => format!(r#"{{ path_prefix = "/svc/{i}/static" }}"#),
         };
-        s.push_str(&format!("[[routes]]\nid = \"r{i}\"\nmatch = {m}\n{auth}\n"));
+        s.push_str(&format!(
+            "[[routes]]\nid = \"r{i}\"\nmatch = {m}\n{auth}{limit}\n"
+        ));
     }
     Ok(s)
 }

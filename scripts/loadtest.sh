@@ -7,6 +7,9 @@
 #
 # Modes: `bare` (axum alone), `mesh` (behind apimesh, routing only),
 # `mesh-jwt` (every route requires an RS256 token; the clients reuse one).
+# `mesh-limit` (a per-IP rate limit on every route, in process) and
+# `mesh-redis` (the same limit counted in Redis; the script starts a
+# redis-server on loopback, installing it with apt-get if missing).
 # Every mode is sent the same request, `Authorization` header included.
 # Builds in release, pins each server to core 0 and wrk to core 1 (when
 # there are two cores), runs the modes in turn for --rounds rounds, and
@@ -32,7 +35,19 @@ if ! command -v wrk >/dev/null; then
   apt-get update -qq && apt-get install -y -qq wrk >/dev/null
 fi
 
-cargo build --release --example bench_server -q
+features=()
+redis_url=""
+if [[ " $modes " == *" mesh-redis "* ]]; then
+  command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+  redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+  redis_dir=$(mktemp -d)
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$redis_dir" >/dev/null &
+  redis_pid=$!
+  redis_url="redis://127.0.0.1:$redis_port/"
+  features=(--features redis)
+  for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+fi
+cargo build --release --example bench_server -q "${features[@]}"
 bin=target/release/examples/bench_server
 token=$("$bin" --print-token)
 
@@ -42,12 +57,14 @@ if [ "$(nproc)" -ge 2 ]; then server_cpu="taskset -c 0"; client_cpu="taskset -c 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 results=$(mktemp)
-trap 'rm -f "$results"; [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true' EXIT
+trap 'rm -f "$results"; [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null; [ -n "${redis_pid:-}" ] && kill "$redis_pid" 2>/dev/null || true' EXIT
 
 run() { # mode
   local mode=$1 port
   port=$(free_port)
-  $server_cpu "$bin" --mode "$mode" --listen "127.0.0.1:$port" --routes "$routes" >/dev/null &
+  local extra=()
+  [ -n "$redis_url" ] && extra=(--redis "$redis_url")
+  $server_cpu "$bin" --mode "$mode" --listen "127.0.0.1:$port" --routes "$routes" "${extra[@]}" >/dev/null &
   pid=$!
   for _ in $(seq 100); do
     curl -sf -H "Authorization: Bearer $token" \
