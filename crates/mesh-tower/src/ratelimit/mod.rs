@@ -1244,7 +1244,6 @@ where
         };
         let plan = plan_of(state, snapshot, rl, consumer);
         let policies: Policies = (rl.policy.clone(), plan.and_then(|p| p.policy.clone()));
-        let grpc = is_grpc(req.headers());
 
         #[cfg(feature = "redis")]
         if rl.cluster
@@ -1257,6 +1256,7 @@ where
             let shared = self.shared.clone();
             let (cost, mode, timeout) = (rl.cost, rl.on_failure, rl.store_timeout);
             let (allowed, limited) = (rl.allowed.clone(), rl.limited.clone());
+            let grpc = is_grpc(req.headers());
             return ResponseFuture::boxed(Box::pin(async move {
                 let verdict = decide_cluster(
                     shared.clone(),
@@ -1315,6 +1315,7 @@ where
                 why,
             } => {
                 rl.limited.increment(1);
+                let grpc = is_grpc(req.headers());
                 ResponseFuture::ready(refused(&policies, &name, retry_after, why, grpc))
             }
         }
