@@ -249,3 +249,61 @@ async fn a_stalled_redis_never_stalls_a_request_past_the_timeout() {
     assert!(!sleeping.is_finished(), "the request waited for Redis");
     sleeping.await.unwrap();
 }
+
+#[tokio::test]
+async fn usage_of_cluster_routes_is_reported_across_instances() {
+    let redis = Redis::start().await;
+    let config = r#"
+[[apis]]
+name = "orders"
+versions = [{ version = "v1" }]
+
+[[routes]]
+id = "orders"
+api = "orders"
+version = "v1"
+match = { path = "/orders" }
+rate_limit = { limits = [{ rate = "1000/h", burst = 1000, key = ["route"] }], cluster = true, store_timeout = "500ms" }
+"#;
+    let mut admins = Vec::new();
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let mesh = Mesh::builder()
+            .service("orders")
+            .registry(MemoryRegistry::from_toml(config).unwrap())
+            .redis(redis.url())
+            .build()
+            .await
+            .unwrap();
+        let router = axum::Router::new()
+            .route("/orders", get(|| async { "ok" }))
+            .layer(mesh.inbound());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        apps.push(listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        admins.push(admin.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(admin, mesh.admin()).await });
+    }
+    for i in 0..5 {
+        assert_eq!(status(apps[i % 2], "/orders").await, 200);
+    }
+    // Either instance reports the requests both served.
+    for admin in admins {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+        let res = client
+            .request(
+                http::Request::get(format!("http://{admin}/mesh/usage?api=orders&version=v1"))
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let rows = v["usage"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "{v}");
+        assert_eq!(rows[0]["consumer"], "anonymous");
+        assert_eq!(rows[0]["requests"], 5, "{v}");
+    }
+}

@@ -487,7 +487,39 @@ impl RateLimitLayer {
                 axum::routing::get(
                     move |q: axum::extract::Query<std::collections::HashMap<String, String>>| {
                         let s = usage.clone();
-                        async move { axum::Json(usage_report(&s, &q.0)) }
+                        async move {
+                            #[allow(unused_mut)]
+                            let mut rows = s.usage.report();
+                            #[cfg(feature = "redis")]
+                            if let Some(store) = &s.store {
+                                match store.usage().await {
+                                    Ok(shared) => rows.extend(shared.into_iter().filter_map(
+                                        |(field, day, n, l, f, last)| {
+                                            let mut parts = field.split('\u{1f}');
+                                            let (consumer, api, version) =
+                                                (parts.next()?, parts.next()?, parts.next()?);
+                                            Some((
+                                                limiter::UsageKey {
+                                                    consumer: consumer.into(),
+                                                    api: api.into(),
+                                                    version: (!version.is_empty())
+                                                        .then(|| version.into()),
+                                                    day,
+                                                },
+                                                n,
+                                                l,
+                                                f,
+                                                last,
+                                            ))
+                                        },
+                                    )),
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "shared usage unavailable; reporting this instance only");
+                                    }
+                                }
+                            }
+                            axum::Json(usage_report(rows, &q.0))
+                        }
                     },
                 ),
             )
@@ -507,14 +539,14 @@ impl RateLimitLayer {
     }
 }
 
+type UsageRow = (limiter::UsageKey, u64, u64, u64, u64);
+
 fn usage_report(
-    s: &Shared,
+    rows: Vec<UsageRow>,
     filter: &std::collections::HashMap<String, String>,
 ) -> serde_json::Value {
     let fmt = rfc3339;
-    let mut rows: Vec<_> = s
-        .usage
-        .report()
+    let mut rows: Vec<_> = rows
         .into_iter()
         .filter(|(k, ..)| {
             filter.get("api").is_none_or(|a| **a == *k.api)
@@ -1260,7 +1292,7 @@ where
             return ResponseFuture::boxed(Box::pin(async move {
                 let verdict = decide_cluster(
                     shared.clone(),
-                    store,
+                    store.clone(),
                     gcra,
                     quotas,
                     cost,
@@ -1270,10 +1302,14 @@ where
                 )
                 .await;
                 if let Some((who, api, version)) = &usage {
+                    // Cluster routes are metered in Redis, so the report
+                    // covers every instance.
                     let refused = matches!(verdict, Verdict::Deny { .. });
-                    shared
-                        .usage
-                        .record(who, api, version.as_ref(), now, refused);
+                    let field =
+                        format!("{who}\u{1f}{api}\u{1f}{}", version.as_deref().unwrap_or(""));
+                    store
+                        .record_usage(field, now / 86_400, now, refused, timeout)
+                        .await;
                 }
                 match verdict {
                     Verdict::Allow { tightest } => {

@@ -211,6 +211,76 @@ impl RedisStore {
         })
     }
 
+    /// Counts one request in the shared usage report (one pipelined round
+    /// trip, at most `timeout`; a failure only loses this count).
+    pub(crate) async fn record_usage(
+        self: &Arc<Self>,
+        field: String,
+        day: u64,
+        now: u64,
+        limited: bool,
+        timeout: Duration,
+    ) {
+        let Some(mut conn) = self.connection() else {
+            return;
+        };
+        let key = format!("apimesh:usage:{day}");
+        let mut pipe = redis::pipe();
+        pipe.hincr(&key, format!("{field}\u{1f}n"), 1).ignore();
+        if limited {
+            pipe.hincr(&key, format!("{field}\u{1f}l"), 1).ignore();
+        }
+        pipe.hset_nx(&key, format!("{field}\u{1f}f"), now).ignore();
+        pipe.hset(&key, format!("{field}\u{1f}s"), now).ignore();
+        pipe.expire(&key, 62 * 86_400).ignore();
+        pipe.zadd("apimesh:usage:days", day, day).ignore();
+        if !matches!(
+            tokio::time::timeout(timeout, pipe.query_async::<()>(&mut conn)).await,
+            Ok(Ok(()))
+        ) {
+            self.failures.increment(1);
+        }
+    }
+
+    /// The shared usage report: (field, day, requests, limited, first, last).
+    pub(crate) async fn usage(
+        self: &Arc<Self>,
+    ) -> Result<Vec<(String, u64, u64, u64, u64, u64)>, String> {
+        let mut conn = self.connection().ok_or("Redis is not connected")?;
+        let days: Vec<u64> = redis::cmd("ZRANGE")
+            .arg("apimesh:usage:days")
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut rows = std::collections::BTreeMap::<(String, u64), [u64; 4]>::new();
+        for day in days {
+            let all: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+                .arg(format!("apimesh:usage:{day}"))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            for (field, value) in all {
+                let Some((key, kind)) = field.rsplit_once('\u{1f}') else {
+                    continue;
+                };
+                let slot = match kind {
+                    "n" => 0,
+                    "l" => 1,
+                    "f" => 2,
+                    "s" => 3,
+                    _ => continue,
+                };
+                rows.entry((key.to_owned(), day)).or_default()[slot] = value;
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .map(|((key, day), [n, l, f, s])| (key, day, n, l, f, s))
+            .collect())
+    }
+
     /// Returns `cost` to a quota window counter (best effort).
     pub(crate) async fn give_back(self: &Arc<Self>, key: &str, cost: u64, timeout: Duration) {
         let Some(mut conn) = self.connection() else {
