@@ -16,6 +16,7 @@ pub mod auth;
 pub mod body;
 pub mod inbound;
 mod live;
+mod macros;
 pub mod ratelimit;
 mod route;
 

@@ -58,28 +58,4 @@ impl axum::response::IntoResponse for MissingMatchedRoute {
     }
 }
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for MatchedRoute {
-    type Rejection = MissingMatchedRoute;
-
-    async fn from_request_parts(
-        parts: &mut http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<MatchedRoute>()
-            .cloned()
-            .ok_or(MissingMatchedRoute(()))
-    }
-}
-
-impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for MatchedRoute {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut http::request::Parts,
-        _state: &S,
-    ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(parts.extensions.get::<MatchedRoute>().cloned())
-    }
-}
+crate::macros::extension_extractor!(MatchedRoute, MissingMatchedRoute);

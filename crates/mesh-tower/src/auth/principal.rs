@@ -75,28 +75,4 @@ impl axum::response::IntoResponse for MissingPrincipal {
     }
 }
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Principal {
-    type Rejection = MissingPrincipal;
-
-    async fn from_request_parts(
-        parts: &mut http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Principal>()
-            .cloned()
-            .ok_or(MissingPrincipal(()))
-    }
-}
-
-impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Principal {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut http::request::Parts,
-        _state: &S,
-    ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(parts.extensions.get::<Principal>().cloned())
-    }
-}
+crate::macros::extension_extractor!(Principal, MissingPrincipal);

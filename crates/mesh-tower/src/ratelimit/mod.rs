@@ -857,7 +857,13 @@ fn decide_local<B>(
     now: u64,
 ) -> Verdict {
     let mut tightest = Tightest::default();
-    for n in &rl.limits {
+    // The route's limits, then the plan's rates: the same GCRA step.
+    let plan_rates = match (plan, consumer) {
+        (Some(plan), Some(_)) => &plan.rates[..],
+        _ => &[],
+    };
+    let limits = rl.limits.iter().map(|n| (n, false));
+    for (n, of_plan) in limits.chain(plan_rates.iter().map(|n| (n, true))) {
         let key = key_hash(&shared.hasher, &n.key, req, route, consumer, &state.net);
         match n.limit.check(key, rl.cost) {
             Decision::Allow { remaining } => {
@@ -865,38 +871,20 @@ fn decide_local<B>(
                 tightest.consider(&n.name, r, t);
             }
             Decision::Deny { retry_after } => {
+                let why = if of_plan {
+                    Refusal::Plan(n.limit.rate)
+                } else {
+                    Refusal::Rate(n.limit.rate)
+                };
                 return Verdict::Deny {
                     name: n.name.clone(),
                     retry_after,
-                    why: Refusal::Rate(n.limit.rate),
+                    why,
                 };
             }
         }
     }
     if let (Some(plan), Some(consumer)) = (plan, consumer) {
-        for n in &plan.rates {
-            let key = key_hash(
-                &shared.hasher,
-                &n.key,
-                req,
-                route,
-                Some(consumer),
-                &state.net,
-            );
-            match n.limit.check(key, rl.cost) {
-                Decision::Allow { remaining } => {
-                    let (r, t) = gcra_allowed(&n.limit, remaining);
-                    tightest.consider(&n.name, r, t);
-                }
-                Decision::Deny { retry_after } => {
-                    return Verdict::Deny {
-                        name: n.name.clone(),
-                        retry_after,
-                        why: Refusal::Plan(n.limit.rate),
-                    };
-                }
-            }
-        }
         // Quotas last, so a request refused above does not use quota; and
         // one refused by a quota gives back what it took from the others.
         let cost = u64::from(rl.cost.get());
