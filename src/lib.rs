@@ -37,7 +37,7 @@ pub use mesh_core as core;
 pub use mesh_core::{Config, ConfigError, MeshError, Registry, RegistryStatus, Snapshot};
 pub use mesh_tower::{
     AuthLayer, InboundLayer, LiveSnapshot, MatchedRoute, MeshInboundLayer, PeerAddr, Principal,
-    RateLimitLayer, Unmatched,
+    RateLimitLayer, Unmatched, VersionLayer,
 };
 
 /// Registry backends.
@@ -51,6 +51,7 @@ pub mod layers {
     pub use mesh_tower::body::MeshBody;
     pub use mesh_tower::inbound;
     pub use mesh_tower::ratelimit;
+    pub use mesh_tower::version;
 }
 
 /// Why a [`Mesh`] could not be built.
@@ -148,15 +149,19 @@ impl MeshBuilder {
             }
             None => limits,
         };
+        let versions = VersionLayer::from_routes();
         auth.prepare(&live.load());
         limits.prepare(&live.load());
+        versions.prepare(&live.load());
         let mut revisions = registry.subscribe();
-        let (auth_prep, limits_prep) = (auth.clone(), limits.clone());
+        let (auth_prep, limits_prep, versions_prep) =
+            (auth.clone(), limits.clone(), versions.clone());
         tokio::spawn(async move {
             while revisions.changed().await.is_ok() {
                 let snapshot = revisions.borrow_and_update().clone();
                 auth_prep.prepare(&snapshot);
                 limits_prep.prepare(&snapshot);
+                versions_prep.prepare(&snapshot);
             }
         });
         tracing::info!(
@@ -172,6 +177,7 @@ impl MeshBuilder {
                 unmatched: self.unmatched,
                 auth,
                 limits,
+                versions,
             }),
         })
     }
@@ -193,6 +199,7 @@ struct Inner {
     unmatched: Unmatched,
     auth: AuthLayer,
     limits: RateLimitLayer,
+    versions: VersionLayer,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -223,13 +230,15 @@ impl Mesh {
 
     /// The inbound policy chain for an axum `Router` or a tonic server:
     /// route match, then each route's authentication, then its rate limits,
-    /// plan and quotas (with usage metering).
+    /// plan and quotas (with usage metering), then its API version's
+    /// lifecycle (deprecation headers, 410 after retirement).
     pub fn inbound(&self) -> MeshInboundLayer {
         MeshInboundLayer::new(
             InboundLayer::new(self.inner.live.clone()).unmatched(self.inner.unmatched),
             self.inner.auth.clone(),
             self.inner.limits.clone(),
         )
+        .versions(self.inner.versions.clone())
     }
 
     /// The live snapshot.

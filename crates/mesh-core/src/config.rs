@@ -200,6 +200,9 @@ pub struct VersionSpec {
     /// A link to the deprecation notice (`Link: rel="deprecation"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deprecation_link: Option<String>,
+    /// A link to the successor version (`Link: rel="successor-version"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successor_link: Option<String>,
     /// Windows before the sunset in which the version answers 410.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub brownouts: Vec<BrownoutSpec>,

@@ -625,6 +625,21 @@ fn check_api(cx: &mut Cx, path: &str, api: &ApiSpec) {
                 );
             }
         }
+        for (field, link) in [
+            ("deprecation_link", &v.deprecation_link),
+            ("successor_link", &v.successor_link),
+        ] {
+            if let Some(l) = link
+                && (l.is_empty()
+                    || l.chars()
+                        .any(|c| c.is_whitespace() || c.is_control() || "<>\"".contains(c)))
+            {
+                cx.err(
+                    format!("{vp}.{field}"),
+                    "must be a URL without spaces, quotes or angle brackets",
+                );
+            }
+        }
         for (k, b) in v.brownouts.iter().enumerate() {
             let bp = format!("{vp}.brownouts[{k}]");
             let start = cx.timestamp(&format!("{bp}.start"), &Some(b.start.clone()));

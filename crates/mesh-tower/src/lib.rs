@@ -19,6 +19,7 @@ mod live;
 mod macros;
 pub mod ratelimit;
 mod route;
+pub mod version;
 
 pub use auth::{AuthLayer, Principal};
 pub use body::MeshBody;
@@ -26,3 +27,4 @@ pub use inbound::{Inbound, InboundLayer, MeshInboundLayer, Unmatched};
 pub use live::{LiveSnapshot, SnapshotCache};
 pub use ratelimit::{PeerAddr, RateLimitLayer};
 pub use route::{MatchedRoute, MissingMatchedRoute};
+pub use version::VersionLayer;

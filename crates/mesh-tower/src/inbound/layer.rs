@@ -49,20 +49,22 @@ impl<S> Layer<S> for InboundLayer {
 }
 
 /// The whole inbound policy chain a mesh puts in front of a service:
-/// route match, then authentication, then rate limits and quotas (more
-/// stages join as they are built). `mesh.inbound()` returns one; it is a
-/// plain [`Layer`].
+/// route match, then authentication, then rate limits and quotas, then
+/// the API version's lifecycle (more stages join as they are built).
+/// `mesh.inbound()` returns one; it is a plain [`Layer`].
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct MeshInboundLayer {
     routes: InboundLayer,
     auth: crate::auth::AuthLayer,
     limits: crate::ratelimit::RateLimitLayer,
+    versions: crate::version::VersionLayer,
 }
 
 impl MeshInboundLayer {
-    /// The chain: `routes` first, then `auth`, then `limits`; the layers'
-    /// caches and counters are shared by every service made from it.
+    /// The chain: `routes` first, then `auth`, then `limits`, then the
+    /// version lifecycle; the layers' caches and counters are shared by
+    /// every service made from it.
     pub fn new(
         routes: InboundLayer,
         auth: crate::auth::AuthLayer,
@@ -72,14 +74,26 @@ impl MeshInboundLayer {
             routes,
             auth,
             limits,
+            versions: crate::version::VersionLayer::from_routes(),
         }
+    }
+
+    /// Uses `versions` for the lifecycle stage (e.g. one with a test clock).
+    pub fn versions(mut self, versions: crate::version::VersionLayer) -> Self {
+        self.versions = versions;
+        self
     }
 }
 
+type Chain<S> =
+    Inbound<crate::auth::Auth<crate::ratelimit::RateLimit<crate::version::Versioned<S>>>>;
+
 impl<S> Layer<S> for MeshInboundLayer {
-    type Service = Inbound<crate::auth::Auth<crate::ratelimit::RateLimit<S>>>;
+    type Service = Chain<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.routes.layer(self.auth.layer(self.limits.layer(inner)))
+        let versioned = self.versions.layer(inner);
+        self.routes
+            .layer(self.auth.layer(self.limits.layer(versioned)))
     }
 }

@@ -1,0 +1,266 @@
+//! API version lifecycle over real HTTP: deprecation headers, 410 after
+//! retirement and during brown-outs (on a manual clock), gRPC, and the
+//! catalog on the admin router.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use apimesh::registry::MemoryRegistry;
+use apimesh::{
+    AuthLayer, InboundLayer, LiveSnapshot, Mesh, MeshInboundLayer, RateLimitLayer, Snapshot,
+    Unmatched, VersionLayer,
+};
+use axum::routing::get;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+// 2026-06-30T00:00:00Z and friends.
+const DEPRECATED_AT: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+const BROWNOUT_START: u64 = 1_780_272_000; // 2026-06-01T00:00:00Z
+const BROWNOUT_END: u64 = 1_780_315_200; // 2026-06-01T12:00:00Z
+const SUNSET: u64 = 1_782_777_600; // 2026-06-30T00:00:00Z
+
+const CONFIG: &str = r#"
+[[apis]]
+name = "orders"
+owner = "team-orders"
+description = "Orders."
+docs = "https://docs.example.com/orders"
+
+[[apis.versions]]
+version = "v1"
+status = "deprecated"
+deprecated_at = "2026-01-01T00:00:00Z"
+sunset = "2026-06-30T00:00:00Z"
+successor = "v2"
+deprecation_link = "https://docs.example.com/orders/v1-deprecation"
+successor_link = "https://api.example.com/v2/orders"
+brownouts = [{ start = "2026-06-01T00:00:00Z", end = "2026-06-01T12:00:00Z" }]
+openapi = { inline = '{"openapi":"3.1.0","info":{"title":"orders","version":"v1"}}' }
+
+[[apis.versions]]
+version = "v2"
+
+[[apis.versions]]
+version = "v0"
+status = "retired"
+successor = "v2"
+
+[[routes]]
+id = "orders-v0"
+api = "orders"
+version = "v0"
+match = { path_prefix = "/v0/orders" }
+
+[[routes]]
+id = "orders-v1"
+api = "orders"
+version = "v1"
+match = { path_prefix = "/v1/orders" }
+
+[[routes]]
+id = "orders-v2"
+api = "orders"
+version = "v2"
+match = { path_prefix = "/v2/orders" }
+
+[[routes]]
+id = "echo"
+api = "orders"
+version = "v1"
+match = { path = "/apimesh.echo.v1.Echo/Say" }
+"#;
+
+struct Clock(Arc<AtomicU64>);
+
+impl Clock {
+    fn set(&self, t: u64) {
+        self.0.store(t, Ordering::SeqCst);
+    }
+}
+
+async fn app(now: u64) -> (SocketAddr, Clock) {
+    let clock = Arc::new(AtomicU64::new(now));
+    let c = clock.clone();
+    let snapshot = Arc::new(Snapshot::from_toml(CONFIG, 1).unwrap());
+    let chain = MeshInboundLayer::new(
+        InboundLayer::new(LiveSnapshot::fixed(snapshot)).unmatched(Unmatched::NotFound),
+        AuthLayer::from_routes(),
+        RateLimitLayer::from_routes(),
+    )
+    .versions(VersionLayer::with_clock(Arc::new(move || {
+        c.load(Ordering::SeqCst)
+    })));
+    let router = axum::Router::new()
+        .route("/v0/orders", get(|| async { "v0" }))
+        .route("/v1/orders", get(|| async { "v1" }))
+        .route("/v2/orders", get(|| async { "v2" }))
+        .layer(chain);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (addr, Clock(clock))
+}
+
+struct Reply {
+    status: u16,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+async fn get_path(addr: SocketAddr, path: &str) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+    let res = client
+        .request(
+            http::Request::get(format!("http://{addr}{path}"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+fn all(h: &http::HeaderMap, name: &str) -> Vec<String> {
+    h.get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn deprecated_version_carries_rfc_headers_byte_exact() {
+    let (addr, _clock) = app(DEPRECATED_AT + 86_400).await;
+    let r = get_path(addr, "/v1/orders").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "v1");
+    // RFC 9745: a Structured Field Date; RFC 8594: an IMF-fixdate.
+    assert_eq!(all(&r.headers, "deprecation"), ["@1767225600"]);
+    assert_eq!(all(&r.headers, "sunset"), ["Tue, 30 Jun 2026 00:00:00 GMT"]);
+    assert_eq!(
+        all(&r.headers, "link"),
+        [
+            "<https://docs.example.com/orders/v1-deprecation>; rel=\"deprecation\"",
+            "<https://api.example.com/v2/orders>; rel=\"successor-version\"",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn active_versions_carry_no_lifecycle_headers() {
+    let (addr, _clock) = app(DEPRECATED_AT).await;
+    let r = get_path(addr, "/v2/orders").await;
+    assert_eq!(r.status, 200);
+    for h in ["deprecation", "sunset", "link"] {
+        assert!(r.headers.get(h).is_none(), "{h} on an active version");
+    }
+}
+
+#[tokio::test]
+async fn retired_version_is_gone_and_names_its_successor() {
+    let (addr, _clock) = app(DEPRECATED_AT).await;
+    let r = get_path(addr, "/v0/orders").await;
+    assert_eq!(r.status, 410);
+    assert_eq!(r.headers["content-type"], "application/problem+json");
+    let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        body["detail"],
+        "API orders version v0 is retired; use version v2"
+    );
+    assert_eq!(body["type"], "https://apimesh.dev/problems/version-retired");
+}
+
+#[tokio::test]
+async fn sunset_retires_exactly_at_the_boundary() {
+    let (addr, clock) = app(SUNSET - 1).await;
+    assert_eq!(get_path(addr, "/v1/orders").await.status, 200);
+    clock.set(SUNSET);
+    let r = get_path(addr, "/v1/orders").await;
+    assert_eq!(r.status, 410);
+    assert!(r.body.contains("is retired; use version v2"), "{}", r.body);
+    // The headers still say why.
+    assert_eq!(all(&r.headers, "sunset"), ["Tue, 30 Jun 2026 00:00:00 GMT"]);
+}
+
+#[tokio::test]
+async fn brownouts_open_and_close() {
+    let (addr, clock) = app(BROWNOUT_START - 1).await;
+    assert_eq!(get_path(addr, "/v1/orders").await.status, 200);
+    clock.set(BROWNOUT_START);
+    let r = get_path(addr, "/v1/orders").await;
+    assert_eq!(r.status, 410);
+    assert!(r.body.contains("brown-out"), "{}", r.body);
+    clock.set(BROWNOUT_END - 1);
+    assert_eq!(get_path(addr, "/v1/orders").await.status, 410);
+    clock.set(BROWNOUT_END);
+    assert_eq!(get_path(addr, "/v1/orders").await.status, 200);
+    // Other versions are never browned out.
+    clock.set(BROWNOUT_START);
+    assert_eq!(get_path(addr, "/v2/orders").await.status, 200);
+}
+
+#[tokio::test]
+async fn retired_grpc_method_is_unimplemented() {
+    let (addr, clock) = app(SUNSET + 1).await;
+    let _ = &clock;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+    let res = client
+        .request(
+            http::Request::post(format!("http://{addr}/apimesh.echo.v1.Echo/Say"))
+                .header("content-type", "application/grpc")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["grpc-status"], "12");
+}
+
+#[tokio::test]
+async fn catalog_and_openapi_on_the_admin_router() {
+    let mesh = Mesh::builder()
+        .service("orders")
+        .registry(MemoryRegistry::from_toml(CONFIG).unwrap())
+        .build()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, mesh.admin()).await });
+
+    let r = get_path(addr, "/mesh/catalog").await;
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let api = &v["apis"][0];
+    assert_eq!(api["name"], "orders");
+    assert_eq!(api["owner"], "team-orders");
+    assert_eq!(api["docs"], "https://docs.example.com/orders");
+    let v1 = &api["versions"][0];
+    assert_eq!(v1["version"], "v1");
+    assert_eq!(v1["status"], "deprecated");
+    assert_eq!(v1["sunset"], "2026-06-30T00:00:00Z");
+    assert_eq!(v1["successor"], "v2");
+    assert_eq!(v1["routes"], serde_json::json!(["orders-v1", "echo"]));
+    assert_eq!(api["versions"][2]["status"], "retired");
+
+    let r = get_path(addr, "/mesh/catalog/orders/v1/openapi").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-type"], "application/json");
+    assert_eq!(
+        r.body,
+        r#"{"openapi":"3.1.0","info":{"title":"orders","version":"v1"}}"#
+    );
+    let r = get_path(addr, "/mesh/catalog/orders/v2/openapi").await;
+    assert_eq!(r.status, 404);
+}
