@@ -36,8 +36,8 @@ use std::sync::Arc;
 pub use mesh_core as core;
 pub use mesh_core::{Config, ConfigError, MeshError, Registry, RegistryStatus, Snapshot};
 pub use mesh_tower::{
-    AuthLayer, InboundLayer, LiveSnapshot, MatchedRoute, MeshInboundLayer, PeerAddr, Principal,
-    RateLimitLayer, Unmatched, VersionLayer,
+    ApiVersion, AuthLayer, InboundLayer, LiveSnapshot, MatchedRoute, MeshInboundLayer, PeerAddr,
+    Principal, RateLimitLayer, Unmatched, VersionLayer,
 };
 
 /// Registry backends.

@@ -264,3 +264,142 @@ async fn catalog_and_openapi_on_the_admin_router() {
     let r = get_path(addr, "/mesh/catalog/orders/v2/openapi").await;
     assert_eq!(r.status, 404);
 }
+
+const RESOLVED: &str = r#"
+[[apis]]
+name = "orders"
+versioning = { styles = ["path", "header", "media_type", "query"], header = "Api-Version", query = "version", strip_prefix = true, default = "v2" }
+
+[[apis.versions]]
+version = "v1"
+status = "deprecated"
+sunset = "2099-01-01T00:00:00Z"
+successor = "v2"
+
+[[apis.versions]]
+version = "v2"
+
+[[routes]]
+id = "orders"
+api = "orders"
+match = { path_prefix = "/" }
+"#;
+
+/// The mesh wraps the whole router (not `Router::layer`, which runs after
+/// axum's own routing), so a stripped `/v1` prefix reaches axum's router.
+async fn resolving_app() -> SocketAddr {
+    let mesh = Mesh::builder()
+        .service("orders")
+        .registry(MemoryRegistry::from_toml(RESOLVED).unwrap())
+        .build()
+        .await
+        .unwrap();
+    let inner = axum::Router::new().route(
+        "/orders",
+        get(|v: apimesh::ApiVersion, uri: http::Uri| async move {
+            format!("{} {} {}", v.api(), v.version(), uri)
+        }),
+    );
+    let app = axum::Router::new().fallback_service(tower::Layer::layer(&mesh.inbound(), inner));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _mesh = mesh;
+        axum::serve(listener, app).await
+    });
+    addr
+}
+
+async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+    let mut b = http::Request::get(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let res = client
+        .request(b.body(Full::default()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn each_resolution_style_and_the_default() {
+    let addr = resolving_app().await;
+    // Path, stripped before the service sees it; v1's lifecycle applies.
+    let r = get_with(addr, "/v1/orders?x=1", &[]).await;
+    assert_eq!(r.body, "orders v1 /orders?x=1");
+    assert_eq!(all(&r.headers, "sunset"), ["Thu, 01 Jan 2099 00:00:00 GMT"]);
+    // Header.
+    let r = get_with(addr, "/orders", &[("api-version", "v1")]).await;
+    assert_eq!(r.body, "orders v1 /orders");
+    // Media-type parameter (`version=1` names `v1`).
+    let r = get_with(
+        addr,
+        "/orders",
+        &[("accept", "application/vnd.acme+json; version=1")],
+    )
+    .await;
+    assert_eq!(r.body, "orders v1 /orders");
+    // Query parameter.
+    let r = get_with(addr, "/orders?version=v1", &[]).await;
+    assert_eq!(r.body, "orders v1 /orders?version=v1");
+    // The default; no lifecycle headers on v2.
+    let r = get_with(addr, "/orders", &[]).await;
+    assert_eq!(r.body, "orders v2 /orders");
+    assert!(r.headers.get("sunset").is_none());
+}
+
+#[tokio::test]
+async fn precedence_follows_the_configured_order() {
+    let addr = resolving_app().await;
+    // path before header
+    let r = get_with(addr, "/v2/orders", &[("api-version", "v1")]).await;
+    assert_eq!(r.body, "orders v2 /orders");
+    // header before media type before query
+    let r = get_with(
+        addr,
+        "/orders?version=v1",
+        &[
+            ("api-version", "v2"),
+            ("accept", "application/json; version=1"),
+        ],
+    )
+    .await;
+    assert_eq!(r.body, "orders v2 /orders?version=v1");
+    let r = get_with(
+        addr,
+        "/orders?version=v2",
+        &[("accept", "application/json; version=1")],
+    )
+    .await;
+    assert_eq!(r.body, "orders v1 /orders?version=v2");
+}
+
+#[tokio::test]
+async fn an_unknown_version_is_a_400_listing_the_supported_ones() {
+    let addr = resolving_app().await;
+    for (path, headers) in [
+        ("/orders", vec![("api-version", "v9")]),
+        ("/orders?version=v9", vec![]),
+        ("/orders", vec![("accept", "application/json; version=9")]),
+    ] {
+        let r = get_with(addr, path, &headers).await;
+        assert_eq!(r.status, 400, "{path} {headers:?}");
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .ends_with("of API orders; supported: v1, v2"),
+            "{body}"
+        );
+    }
+}

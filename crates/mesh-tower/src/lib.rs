@@ -27,4 +27,4 @@ pub use inbound::{Inbound, InboundLayer, MeshInboundLayer, Unmatched};
 pub use live::{LiveSnapshot, SnapshotCache};
 pub use ratelimit::{PeerAddr, RateLimitLayer};
 pub use route::{MatchedRoute, MissingMatchedRoute};
-pub use version::VersionLayer;
+pub use version::{ApiVersion, VersionLayer};

@@ -17,6 +17,18 @@
 //! - inside a **brown-out** window before the sunset: answered 410 as if
 //!   retired, so clients notice while they can still fix it.
 //!
+//! A route that names an `api` but no `version` has its version
+//! **resolved** from the request, per the API's `[apis.versioning]`: the
+//! styles in order of precedence (`path`: a first path segment naming a
+//! version, removed before the service sees the request when
+//! `strip_prefix`; `header`: `Api-Version` or the configured header;
+//! `media_type`: a `version` parameter of `Accept`, e.g.
+//! `application/vnd.acme+json; version=2`; `query`: `?version=`), then the
+//! `default`. A version that is named but unknown, or none at all without a
+//! default, is answered 400 with a problem listing the supported versions.
+//! The resolved (or fixed) version is an [`ApiVersion`] in the request's
+//! extensions, an axum extractor.
+//!
 //! Time is wall-clock time (UTC); tests give the layer a manual clock.
 
 use std::future::Future;
@@ -129,25 +141,226 @@ impl Lifecycle {
     }
 }
 
+/// The API version a request is served by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiVersion {
+    api: Arc<str>,
+    version: Arc<str>,
+}
+
+impl ApiVersion {
+    /// The API.
+    pub fn api(&self) -> &str {
+        &self.api
+    }
+    /// The version, e.g. `v2`.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+}
+
+/// The rejection when a handler asks for [`ApiVersion`] on a route without one.
+#[derive(Debug, Clone, Copy)]
+pub struct MissingApiVersion(());
+
+impl axum::response::IntoResponse for MissingApiVersion {
+    fn into_response(self) -> axum::response::Response {
+        MeshError::Internal
+            .to_problem_response()
+            .map(axum::body::Body::from)
+    }
+}
+
+crate::macros::extension_extractor!(ApiVersion, MissingApiVersion);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    Path,
+    Header,
+    MediaType,
+    Query,
+}
+
+/// How one API's version is read from requests.
+struct Resolver {
+    api: Arc<str>,
+    styles: Vec<Style>,
+    header: http::HeaderName,
+    query: String,
+    strip: bool,
+    default: Option<Arc<str>>,
+    versions: Vec<KnownVersion>,
+}
+
+/// A version of an API and its lifecycle (if it has one).
+type KnownVersion = (Arc<str>, Option<Arc<Lifecycle>>);
+
+/// What a route's version is.
+enum RouteVersion {
+    Fixed(ApiVersion, Option<Arc<Lifecycle>>),
+    Resolve(Arc<Resolver>),
+}
+
+impl Resolver {
+    fn find(&self, name: &str) -> Option<&KnownVersion> {
+        let name = name.trim();
+        self.versions.iter().find(|(v, _)| {
+            **v == *name
+                // `version=2` names `v2`.
+                || (v.strip_prefix('v') == Some(name))
+        })
+    }
+
+    fn supported(&self) -> String {
+        self.versions
+            .iter()
+            .map(|(v, _)| &**v)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The version and, for the path style with `strip_prefix`, the length
+    /// of the path prefix to remove.
+    fn resolve<B>(
+        &self,
+        req: &Request<B>,
+    ) -> Result<(&KnownVersion, Option<usize>), String> {
+        let unknown = |given: &str| {
+            format!(
+                "unknown version `{given}` of API {}; supported: {}",
+                self.api,
+                self.supported()
+            )
+        };
+        for style in &self.styles {
+            match style {
+                Style::Path => {
+                    let path = req.uri().path();
+                    let trimmed = path.trim_start_matches('/');
+                    let seg = trimmed.split('/').next().unwrap_or("");
+                    if let Some(found) = self.find(seg).filter(|_| !seg.is_empty()) {
+                        let cut = path.len() - trimmed.len() + seg.len();
+                        return Ok((found, self.strip.then_some(cut)));
+                    }
+                }
+                Style::Header => {
+                    if let Some(v) = req.headers().get(&self.header) {
+                        let given = v.to_str().unwrap_or("");
+                        return self
+                            .find(given)
+                            .map(|f| (f, None))
+                            .ok_or_else(|| unknown(given));
+                    }
+                }
+                Style::MediaType => {
+                    let accept = req
+                        .headers()
+                        .get_all(http::header::ACCEPT)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok());
+                    for range in accept.flat_map(|v| v.split(',')) {
+                        for param in range.split(';').skip(1) {
+                            if let Some((k, v)) = param.split_once('=')
+                                && k.trim().eq_ignore_ascii_case("version")
+                            {
+                                let given = v.trim().trim_matches('"');
+                                return self
+                                    .find(given)
+                                    .map(|f| (f, None))
+                                    .ok_or_else(|| unknown(given));
+                            }
+                        }
+                    }
+                }
+                Style::Query => {
+                    let q = req.uri().query().unwrap_or("");
+                    if let Some((_, given)) = q
+                        .split('&')
+                        .filter_map(|p| p.split_once('='))
+                        .find(|(k, _)| *k == self.query)
+                    {
+                        return self
+                            .find(given)
+                            .map(|f| (f, None))
+                            .ok_or_else(|| unknown(given));
+                    }
+                }
+            }
+        }
+        match &self.default {
+            Some(d) => self.find(d).map(|f| (f, None)).ok_or_else(|| unknown(d)),
+            None => Err(format!(
+                "API {} needs a version; supported: {}",
+                self.api,
+                self.supported()
+            )),
+        }
+    }
+}
+
 /// The lifecycles of one snapshot, by route index.
 struct VersionState {
     revision: u64,
-    routes: Vec<Option<Arc<Lifecycle>>>,
+    routes: Vec<Option<RouteVersion>>,
 }
 
 impl VersionState {
     fn build(snapshot: &Snapshot) -> VersionState {
+        let mut resolvers: foldhash::HashMap<&str, Arc<Resolver>> = Default::default();
         let routes = snapshot
             .routes()
             .iter()
             .map(|r| {
-                let (api, version) = (r.api()?, r.version()?);
-                let spec = snapshot
-                    .api(api)?
-                    .versions
-                    .iter()
-                    .find(|v| v.version == version)?;
-                Lifecycle::compile(api, spec).map(Arc::new)
+                let api_name = r.api_arc()?;
+                let api = snapshot.api(api_name)?;
+                if let Some(version) = r.version_arc() {
+                    let lifecycle = api
+                        .versions
+                        .iter()
+                        .find(|v| *v.version == **version)
+                        .and_then(|spec| Lifecycle::compile(api_name, spec))
+                        .map(Arc::new);
+                    return Some(RouteVersion::Fixed(
+                        ApiVersion {
+                            api: api_name.clone(),
+                            version: version.clone(),
+                        },
+                        lifecycle,
+                    ));
+                }
+                let vs = api.versioning.as_ref()?;
+                let resolver = resolvers.entry(&api.name).or_insert_with(|| {
+                    Arc::new(Resolver {
+                        api: api_name.clone(),
+                        styles: vs
+                            .styles
+                            .iter()
+                            .filter_map(|s| match s.as_str() {
+                                "path" => Some(Style::Path),
+                                "header" => Some(Style::Header),
+                                "media_type" => Some(Style::MediaType),
+                                "query" => Some(Style::Query),
+                                _ => None,
+                            })
+                            .collect(),
+                        header: http::HeaderName::from_bytes(vs.header.as_bytes())
+                            .unwrap_or(http::HeaderName::from_static("api-version")),
+                        query: vs.query.clone(),
+                        strip: vs.strip_prefix,
+                        default: vs.default.as_deref().map(Arc::from),
+                        versions: api
+                            .versions
+                            .iter()
+                            .map(|spec| {
+                                (
+                                    Arc::from(spec.version.as_str()),
+                                    Lifecycle::compile(api_name, spec).map(Arc::new),
+                                )
+                            })
+                            .collect(),
+                    })
+                });
+                Some(RouteVersion::Resolve(resolver.clone()))
             })
             .collect();
         VersionState {
@@ -270,7 +483,34 @@ where
             }
             built
         };
-        let Some(lifecycle) = state.routes.get(index).and_then(Option::clone) else {
+        let mut req = req;
+        let lifecycle = match state.routes.get(index).and_then(Option::as_ref) {
+            None => return ResponseFuture::inner(self.inner.call(req), None),
+            Some(RouteVersion::Fixed(v, lifecycle)) => {
+                let lifecycle = lifecycle.clone();
+                req.extensions_mut().insert(v.clone());
+                lifecycle
+            }
+            Some(RouteVersion::Resolve(resolver)) => match resolver.resolve(&req) {
+                Ok(((version, lifecycle), strip)) => {
+                    let lifecycle = lifecycle.clone();
+                    let v = ApiVersion {
+                        api: resolver.api.clone(),
+                        version: version.clone(),
+                    };
+                    if let Some(cut) = strip {
+                        strip_prefix(&mut req, cut);
+                    }
+                    req.extensions_mut().insert(v);
+                    lifecycle
+                }
+                Err(detail) => {
+                    let res = MeshError::BadRequest { detail }.to_response(is_grpc(req.headers()));
+                    return ResponseFuture::ready(res);
+                }
+            },
+        };
+        let Some(lifecycle) = lifecycle else {
             return ResponseFuture::inner(self.inner.call(req), None);
         };
         if let Some(detail) = lifecycle.gone((self.shared.clock)()) {
@@ -281,6 +521,24 @@ where
             return ResponseFuture::ready(res);
         }
         ResponseFuture::inner(self.inner.call(req), Some(lifecycle))
+    }
+}
+
+/// Removes the first `cut` bytes of the path (`/v2`), keeping the query.
+fn strip_prefix<B>(req: &mut Request<B>, cut: usize) {
+    let uri = req.uri();
+    let rest = uri.path().get(cut..).unwrap_or("");
+    let path = if rest.is_empty() { "/" } else { rest };
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    if let Ok(pq) = pq.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(u) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = u;
+        }
     }
 }
 
