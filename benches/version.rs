@@ -1,0 +1,98 @@
+//! Cost of version resolution and lifecycle headers per request,
+//! in-process: the `VersionLayer` alone, on requests that already carry
+//! their `MatchedRoute` (as they do behind the inbound layer).
+//!
+//! `cargo bench --bench version`
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use apimesh::{MatchedRoute, Snapshot, VersionLayer};
+use criterion::{Criterion, criterion_group, criterion_main};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+const CONFIG: &str = r#"
+[[apis]]
+name = "orders"
+versioning = { styles = ["path", "header"], default = "v2" }
+
+[[apis.versions]]
+version = "v1"
+status = "deprecated"
+deprecated_at = "2026-01-01T00:00:00Z"
+sunset = "2099-01-01T00:00:00Z"
+successor = "v2"
+successor_link = "https://api.example.com/v2/orders"
+
+[[apis.versions]]
+version = "v2"
+
+[[routes]]
+id = "orders"
+api = "orders"
+match = { path_prefix = "/orders" }
+"#;
+
+fn now<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("benchmark future was not ready"),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let snapshot = Arc::new(Snapshot::from_toml(CONFIG, 1).unwrap());
+    let request = |version: &str| {
+        let mut req = http::Request::get("/orders/42")
+            .header("api-version", version)
+            .body(())
+            .unwrap();
+        let m = MatchedRoute::find(&snapshot, &req).unwrap();
+        req.extensions_mut().insert(m);
+        req
+    };
+    // A response with a header already, as every axum response has.
+    let handler = |_req: http::Request<()>| async {
+        Ok::<_, Infallible>(
+            http::Response::builder()
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(())
+                .unwrap(),
+        )
+    };
+    let mut group = c.benchmark_group("version");
+    // Each iteration builds, serves and drops one request; the differences
+    // are the layer's cost.
+    group.bench_function("bare", |b| {
+        let mut svc = service_fn(handler);
+        b.iter(|| {
+            now(svc.ready()).unwrap();
+            black_box(now(svc.call(request("v1"))).unwrap())
+        })
+    });
+    let layer = VersionLayer::from_routes();
+    layer.prepare(&snapshot);
+    let mut svc = layer.layer(service_fn(handler));
+    group.bench_function("resolve_active_v2", |b| {
+        b.iter(|| {
+            now(svc.ready()).unwrap();
+            black_box(now(svc.call(request("v2"))).unwrap())
+        })
+    });
+    group.bench_function("resolve_deprecated_v1_with_headers", |b| {
+        b.iter(|| {
+            now(svc.ready()).unwrap();
+            black_box(now(svc.call(request("v1"))).unwrap())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
