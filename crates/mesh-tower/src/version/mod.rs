@@ -141,21 +141,22 @@ impl Lifecycle {
     }
 }
 
-/// The API version a request is served by.
+/// The API version a request is served by. Cheap to clone (one `Arc`,
+/// built once per version when the snapshot is compiled).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiVersion {
-    api: Arc<str>,
-    version: Arc<str>,
-}
+pub struct ApiVersion(Arc<(Arc<str>, Arc<str>)>);
 
 impl ApiVersion {
+    fn new(api: &Arc<str>, version: &Arc<str>) -> ApiVersion {
+        ApiVersion(Arc::new((api.clone(), version.clone())))
+    }
     /// The API.
     pub fn api(&self) -> &str {
-        &self.api
+        &self.0.0
     }
     /// The version, e.g. `v2`.
     pub fn version(&self) -> &str {
-        &self.version
+        &self.0.1
     }
 }
 
@@ -192,8 +193,8 @@ struct Resolver {
     versions: Vec<KnownVersion>,
 }
 
-/// A version of an API and its lifecycle (if it has one).
-type KnownVersion = (Arc<str>, Option<Arc<Lifecycle>>);
+/// A version of an API, its extension value, and its lifecycle (if any).
+type KnownVersion = (Arc<str>, ApiVersion, Option<Arc<Lifecycle>>);
 
 /// What a route's version is.
 enum RouteVersion {
@@ -204,7 +205,7 @@ enum RouteVersion {
 impl Resolver {
     fn find(&self, name: &str) -> Option<&KnownVersion> {
         let name = name.trim();
-        self.versions.iter().find(|(v, _)| {
+        self.versions.iter().find(|(v, _, _)| {
             **v == *name
                 // `version=2` names `v2`.
                 || (v.strip_prefix('v') == Some(name))
@@ -214,17 +215,14 @@ impl Resolver {
     fn supported(&self) -> String {
         self.versions
             .iter()
-            .map(|(v, _)| &**v)
+            .map(|(v, _, _)| &**v)
             .collect::<Vec<_>>()
             .join(", ")
     }
 
     /// The version and, for the path style with `strip_prefix`, the length
     /// of the path prefix to remove.
-    fn resolve<B>(
-        &self,
-        req: &Request<B>,
-    ) -> Result<(&KnownVersion, Option<usize>), String> {
+    fn resolve<B>(&self, req: &Request<B>) -> Result<(&KnownVersion, Option<usize>), String> {
         let unknown = |given: &str| {
             format!(
                 "unknown version `{given}` of API {}; supported: {}",
@@ -321,10 +319,7 @@ impl VersionState {
                         .and_then(|spec| Lifecycle::compile(api_name, spec))
                         .map(Arc::new);
                     return Some(RouteVersion::Fixed(
-                        ApiVersion {
-                            api: api_name.clone(),
-                            version: version.clone(),
-                        },
+                        ApiVersion::new(api_name, version),
                         lifecycle,
                     ));
                 }
@@ -352,8 +347,10 @@ impl VersionState {
                             .versions
                             .iter()
                             .map(|spec| {
+                                let version: Arc<str> = Arc::from(spec.version.as_str());
                                 (
-                                    Arc::from(spec.version.as_str()),
+                                    version.clone(),
+                                    ApiVersion::new(api_name, &version),
                                     Lifecycle::compile(api_name, spec).map(Arc::new),
                                 )
                             })
@@ -492,12 +489,9 @@ where
                 lifecycle
             }
             Some(RouteVersion::Resolve(resolver)) => match resolver.resolve(&req) {
-                Ok(((version, lifecycle), strip)) => {
+                Ok(((_, v, lifecycle), strip)) => {
                     let lifecycle = lifecycle.clone();
-                    let v = ApiVersion {
-                        api: resolver.api.clone(),
-                        version: version.clone(),
-                    };
+                    let v = v.clone();
                     if let Some(cut) = strip {
                         strip_prefix(&mut req, cut);
                     }
