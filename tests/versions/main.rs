@@ -403,3 +403,91 @@ async fn an_unknown_version_is_a_400_listing_the_supported_ones() {
         );
     }
 }
+
+mod grpc {
+    use apimesh::Mesh;
+    use apimesh::registry::MemoryRegistry;
+    use mesh_testproto::echo::echo_client::EchoClient;
+    use mesh_testproto::echo::echo_server::{Echo, EchoServer};
+    use mesh_testproto::echo::{SayReply, SayRequest};
+    use tonic::{Code, Request, Response, Status};
+
+    struct EchoService;
+
+    #[tonic::async_trait]
+    impl Echo for EchoService {
+        async fn say(&self, req: Request<SayRequest>) -> Result<Response<SayReply>, Status> {
+            let version = req
+                .extensions()
+                .get::<apimesh::ApiVersion>()
+                .map(|v| v.version().to_owned())
+                .unwrap_or_default();
+            Ok(Response::new(SayReply {
+                message: version,
+                revision: 0,
+            }))
+        }
+        async fn shout(&self, _req: Request<SayRequest>) -> Result<Response<SayReply>, Status> {
+            Err(Status::unimplemented("not routed"))
+        }
+    }
+
+    const CONFIG: &str = r#"
+[[apis]]
+name = "echo"
+versioning = { styles = ["header"], header = "api-version", default = "v2" }
+versions = [
+  { version = "v1", status = "retired", successor = "v2" },
+  { version = "v2" },
+]
+
+[[routes]]
+id = "say"
+api = "echo"
+match = { path = "/apimesh.echo.v1.Echo/Say" }
+"#;
+
+    #[tokio::test]
+    async fn version_from_metadata_and_retired_version_is_unimplemented() {
+        let mesh = Mesh::builder()
+            .service("echo")
+            .registry(MemoryRegistry::from_toml(CONFIG).unwrap())
+            .build()
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(mesh.inbound())
+                .add_service(EchoServer::new(EchoService))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = EchoClient::new(channel);
+
+        let reply = client
+            .say(SayRequest {
+                message: "hi".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(reply.into_inner().message, "v2", "the default version");
+
+        let mut req = tonic::Request::new(SayRequest {
+            message: "hi".into(),
+        });
+        req.metadata_mut()
+            .insert("api-version", "v1".parse().unwrap());
+        let status = client.say(req).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented);
+        assert_eq!(
+            status.message(),
+            "API echo version v1 is retired; use version v2"
+        );
+    }
+}
