@@ -65,7 +65,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app_addr = app_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     println!("apimesh quickstart: service `orders`, config {config}");
-    println!("  try:  curl -i http://{app_addr}/v1/orders/42            (deprecated: Deprecation and Sunset headers)");
+    println!(
+        "  try:  curl -i http://{app_addr}/v1/orders/42            (deprecated: Deprecation and Sunset headers)"
+    );
     println!("        curl -i http://{app_addr}/v2/orders/42            (401: needs an API key)");
     println!("        curl -i -H 'x-api-key: demo-key' http://{app_addr}/v2/orders/42");
     println!("        curl -i http://{app_addr}/nope            (404 problem+json: no route)");

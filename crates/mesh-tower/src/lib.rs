@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+mod compiled;
 pub mod inbound;
 mod live;
 mod macros;

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue, Request};
 use jsonwebtoken::Algorithm;
 use mesh_core::Snapshot;
@@ -505,12 +504,18 @@ pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
+impl crate::compiled::Compiled for Authenticator {
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+}
+
 /// The per-snapshot authenticator, rebuilt when a new revision is first
 /// seen and shared until the next one. JWKS caches live in the pool and
 /// survive rebuilds.
 pub(crate) struct AuthRuntime {
     pool: JwksPool,
-    current: Arc<ArcSwap<Authenticator>>,
+    pub(crate) states: crate::compiled::PerRevision<Authenticator>,
     cache_slots: usize,
 }
 
@@ -520,38 +525,18 @@ impl AuthRuntime {
         let empty = Authenticator::build(&AuthSettings::default(), 0, &pool, 0);
         AuthRuntime {
             pool,
-            current: Arc::new(ArcSwap::from_pointee(empty)),
+            states: crate::compiled::PerRevision::new(empty),
             cache_slots,
         }
     }
 
-    pub(crate) fn swap(&self) -> &Arc<ArcSwap<Authenticator>> {
-        &self.current
-    }
-
-    /// The authenticator for `snapshot`, building it on first sight of its
-    /// revision.
-    pub(crate) fn for_snapshot(
-        &self,
-        current: &Arc<Authenticator>,
-        snapshot: &Snapshot,
-    ) -> Arc<Authenticator> {
-        if current.revision == snapshot.revision() {
-            return current.clone();
-        }
-        let latest = self.current.load_full();
-        if latest.revision == snapshot.revision() {
-            return latest;
-        }
-        let built = Arc::new(Authenticator::build(
+    /// Compiles the `[auth]` settings of `snapshot`.
+    pub(crate) fn build(&self, snapshot: &Snapshot) -> Authenticator {
+        Authenticator::build(
             &snapshot.config().auth,
             snapshot.revision(),
             &self.pool,
             self.cache_slots,
-        ));
-        if built.revision > latest.revision {
-            self.current.store(built.clone());
-        }
-        built
+        )
     }
 }

@@ -59,7 +59,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use arc_swap::Cache;
 use http::{Request, Response};
 use mesh_core::policy::{AuthMethod, AuthRequirement};
 use mesh_core::{Config, ConfigError, MeshError, Snapshot, is_grpc};
@@ -128,10 +127,8 @@ impl AuthLayer {
     /// starting JWKS fetches) instead of on its first request. The mesh
     /// calls this for every revision the registry publishes.
     pub fn prepare(&self, snapshot: &Snapshot) {
-        let current = self.shared.runtime.swap().load_full();
-        if current.revision < snapshot.revision() {
-            self.shared.runtime.for_snapshot(&current, snapshot);
-        }
+        let runtime = &self.shared.runtime;
+        runtime.states.prepare(snapshot, |s| runtime.build(s));
     }
 
     /// A standalone layer with one requirement for every request.
@@ -276,7 +273,7 @@ impl<S> Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Auth<S> {
         Auth {
             inner,
-            cache: Cache::new(self.shared.runtime.swap().clone()),
+            cache: self.shared.runtime.states.cache(),
             shared: self.shared.clone(),
         }
     }
@@ -286,7 +283,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     shared: Arc<Shared>,
-    cache: Cache<Arc<arc_swap::ArcSwap<Authenticator>>, Arc<Authenticator>>,
+    cache: crate::compiled::StateCache<Authenticator>,
 }
 
 impl<S: Clone> Clone for Auth<S> {
@@ -388,14 +385,11 @@ where
         if requirement.methods.is_empty() {
             return ResponseFuture::inner(self.inner.call(req));
         }
-        let current = self.cache.load();
-        let rebuilt;
-        let authn: &Authenticator = if current.revision == snapshot.revision() {
-            current
-        } else {
-            rebuilt = self.shared.runtime.for_snapshot(current, snapshot);
-            &rebuilt
-        };
+        let runtime = &self.shared.runtime;
+        let authn_ref = runtime
+            .states
+            .for_snapshot(self.cache.load(), snapshot, |s| runtime.build(s));
+        let authn: &Authenticator = &authn_ref;
         match authn.check(&mut req, snapshot, requirement, true) {
             Check::Admit(principal) => {
                 authn.count(Outcome::Ok);
@@ -410,7 +404,7 @@ where
                 // Rare path: an unknown `kid` with a JWKS that may be refetched.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
-                let authn = self.shared.runtime.for_snapshot(current, snapshot);
+                let authn: Arc<Authenticator> = Arc::clone(&authn_ref);
                 let snapshot = snapshot.clone();
                 let requirement = requirement.clone();
                 ResponseFuture::boxed(Box::pin(async move {

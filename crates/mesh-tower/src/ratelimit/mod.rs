@@ -39,7 +39,6 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::{ArcSwap, Cache};
 use http::{HeaderValue, Request, Response};
 use ipnet::IpNet;
 use mesh_core::policy::KeyPart;
@@ -56,6 +55,7 @@ use limiter::{Decision, Limit, LimiterPool, QuotaStore, UsageStore};
 pub use redis::RedisStore;
 
 use crate::body::MeshBody;
+use crate::compiled::{Compiled, PerRevision, StateCache};
 use crate::{MatchedRoute, Principal};
 
 /// Seconds since the Unix epoch, from a clock the layer is given (tests
@@ -289,6 +289,12 @@ impl RateState {
     }
 }
 
+impl Compiled for RateState {
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+}
+
 enum Mode {
     Routes,
     Fixed { snapshot: Arc<Snapshot> },
@@ -299,7 +305,7 @@ struct Shared {
     pool: LimiterPool,
     quotas: QuotaStore,
     usage: UsageStore,
-    current: Arc<ArcSwap<RateState>>,
+    states: PerRevision<RateState>,
     clock: WallClock,
     hasher: foldhash::fast::RandomState,
     eviction: std::sync::Once,
@@ -311,23 +317,8 @@ struct Shared {
 }
 
 impl Shared {
-    fn state_for(&self, current: &Arc<RateState>, snapshot: &Snapshot) -> Arc<RateState> {
-        if current.revision == snapshot.revision() {
-            return current.clone();
-        }
-        let latest = self.current.load_full();
-        if latest.revision == snapshot.revision() {
-            return latest;
-        }
-        let built = Arc::new(RateState::build(
-            snapshot,
-            &self.pool,
-            self.service.as_deref(),
-        ));
-        if built.revision > latest.revision {
-            self.current.store(built.clone());
-        }
-        built
+    fn build(&self, snapshot: &Snapshot) -> RateState {
+        RateState::build(snapshot, &self.pool, self.service.as_deref())
     }
 
     fn start_eviction(self: &Arc<Self>) {
@@ -374,13 +365,13 @@ fn shared(mode: Mode, clock: WallClock, eviction_interval: Duration) -> Arc<Shar
         pool: LimiterPool::default(),
         quotas: QuotaStore::default(),
         usage: UsageStore::default(),
-        current: Arc::new(ArcSwap::from_pointee(RateState {
+        states: PerRevision::new(RateState {
             revision: 0,
             routes: Vec::new(),
             plans: Default::default(),
             net: Net::default(),
             replicas: 1,
-        })),
+        }),
         clock,
         hasher: foldhash::fast::RandomState::default(),
         eviction: std::sync::Once::new(),
@@ -459,10 +450,9 @@ impl RateLimitLayer {
 
     /// Compiles `snapshot`'s limits now rather than on its first request.
     pub fn prepare(&self, snapshot: &Snapshot) {
-        let current = self.shared.current.load_full();
-        if current.revision < snapshot.revision() {
-            self.shared.state_for(&current, snapshot);
-        }
+        self.shared
+            .states
+            .prepare(snapshot, |s| self.shared.build(s));
     }
 
     /// Evicts idle limiter keys and ended quota windows now; returns the
@@ -531,7 +521,7 @@ impl RateLimitLayer {
                         axum::Json(json!({
                             "keys": s.pool.keys(),
                             "quota_cells": s.quotas.len(),
-                            "revision": s.current.load().revision,
+                            "revision": s.states.latest().revision,
                         }))
                     }
                 }),
@@ -699,7 +689,7 @@ impl<S> Layer<S> for RateLimitLayer {
         self.shared.start_eviction();
         RateLimit {
             inner,
-            cache: Cache::new(self.shared.current.clone()),
+            cache: self.shared.states.cache(),
             shared: self.shared.clone(),
         }
     }
@@ -709,7 +699,7 @@ impl<S> Layer<S> for RateLimitLayer {
 pub struct RateLimit<S> {
     inner: S,
     shared: Arc<Shared>,
-    cache: Cache<Arc<ArcSwap<RateState>>, Arc<RateState>>,
+    cache: StateCache<RateState>,
 }
 
 impl<S: Clone> Clone for RateLimit<S> {
@@ -1223,14 +1213,11 @@ where
                 None => return ResponseFuture::inner(self.inner.call(req), None),
             },
         };
-        let current = self.cache.load();
-        let rebuilt;
-        let state: &RateState = if current.revision == snapshot.revision() {
-            current
-        } else {
-            rebuilt = self.shared.state_for(current, snapshot);
-            &rebuilt
-        };
+        let shared = &self.shared;
+        let state_ref = shared
+            .states
+            .for_snapshot(self.cache.load(), snapshot, |s| shared.build(s));
+        let state: &RateState = &state_ref;
         let consumer = req
             .extensions()
             .get::<Principal>()

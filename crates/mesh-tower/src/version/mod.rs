@@ -37,7 +37,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use arc_swap::{ArcSwap, Cache};
 use http::{HeaderValue, Request, Response};
 use mesh_core::config::Lifecycle as Status;
 use mesh_core::units::parse_timestamp;
@@ -48,6 +47,7 @@ use tower_service::Service;
 
 use crate::MatchedRoute;
 use crate::body::MeshBody;
+use crate::compiled::{Compiled, PerRevision, StateCache};
 use crate::ratelimit::WallClock;
 
 fn secs(t: SystemTime) -> u64 {
@@ -367,8 +367,14 @@ impl VersionState {
     }
 }
 
+impl Compiled for VersionState {
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+}
+
 struct Shared {
-    current: Arc<ArcSwap<VersionState>>,
+    states: PerRevision<VersionState>,
     clock: WallClock,
 }
 
@@ -396,10 +402,10 @@ impl VersionLayer {
     pub fn with_clock(clock: WallClock) -> VersionLayer {
         VersionLayer {
             shared: Arc::new(Shared {
-                current: Arc::new(ArcSwap::from_pointee(VersionState {
+                states: PerRevision::new(VersionState {
                     revision: 0,
                     routes: Vec::new(),
-                })),
+                }),
                 clock,
             }),
         }
@@ -407,11 +413,7 @@ impl VersionLayer {
 
     /// Compiles `snapshot`'s lifecycles now rather than on first use.
     pub fn prepare(&self, snapshot: &Snapshot) {
-        if self.shared.current.load().revision < snapshot.revision() {
-            self.shared
-                .current
-                .store(Arc::new(VersionState::build(snapshot)));
-        }
+        self.shared.states.prepare(snapshot, VersionState::build);
     }
 }
 
@@ -421,7 +423,7 @@ impl<S> Layer<S> for VersionLayer {
     fn layer(&self, inner: S) -> Versioned<S> {
         Versioned {
             inner,
-            cache: Cache::new(self.shared.current.clone()),
+            cache: self.shared.states.cache(),
             shared: self.shared.clone(),
         }
     }
@@ -431,7 +433,7 @@ impl<S> Layer<S> for VersionLayer {
 pub struct Versioned<S> {
     inner: S,
     shared: Arc<Shared>,
-    cache: Cache<Arc<ArcSwap<VersionState>>, Arc<VersionState>>,
+    cache: StateCache<VersionState>,
 }
 
 impl<S: Clone> Clone for Versioned<S> {
@@ -470,16 +472,10 @@ where
         };
         let snapshot = matched.snapshot();
         let index = matched.route().index();
-        let current = self.cache.load();
-        let state = if current.revision == snapshot.revision() {
-            current.clone()
-        } else {
-            let built = Arc::new(VersionState::build(snapshot));
-            if built.revision > self.shared.current.load().revision {
-                self.shared.current.store(built.clone());
-            }
-            built
-        };
+        let state =
+            self.shared
+                .states
+                .for_snapshot(self.cache.load(), snapshot, VersionState::build);
         let mut req = req;
         let lifecycle = match state.routes.get(index).and_then(Option::as_ref) {
             None => return ResponseFuture::inner(self.inner.call(req), None),
