@@ -286,38 +286,7 @@ pub struct Auth<S> {
     cache: crate::compiled::StateCache<Authenticator>,
 }
 
-impl<S: Clone> Clone for Auth<S> {
-    fn clone(&self) -> Self {
-        Auth {
-            inner: self.inner.clone(),
-            shared: self.shared.clone(),
-            cache: self.cache.clone(),
-        }
-    }
-}
-
-impl<S: std::fmt::Debug> std::fmt::Debug for Auth<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S> Auth<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::macros::stage_service!(Auth);
 
 fn reject<B>(
     authn: &Authenticator,

@@ -702,38 +702,7 @@ pub struct RateLimit<S> {
     cache: StateCache<RateState>,
 }
 
-impl<S: Clone> Clone for RateLimit<S> {
-    fn clone(&self) -> Self {
-        RateLimit {
-            inner: self.inner.clone(),
-            shared: self.shared.clone(),
-            cache: self.cache.clone(),
-        }
-    }
-}
-
-impl<S: std::fmt::Debug> std::fmt::Debug for RateLimit<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimit")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S> RateLimit<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::macros::stage_service!(RateLimit);
 
 /// Why a request was refused; the problem `detail` is only written then.
 #[derive(Clone, Copy)]

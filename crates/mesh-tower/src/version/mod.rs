@@ -436,23 +436,7 @@ pub struct Versioned<S> {
     cache: StateCache<VersionState>,
 }
 
-impl<S: Clone> Clone for Versioned<S> {
-    fn clone(&self) -> Self {
-        Versioned {
-            inner: self.inner.clone(),
-            shared: self.shared.clone(),
-            cache: self.cache.clone(),
-        }
-    }
-}
-
-impl<S: std::fmt::Debug> std::fmt::Debug for Versioned<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Versioned")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
+crate::macros::stage_service!(Versioned);
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Versioned<S>
 where
