@@ -15,6 +15,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 mod compiled;
+pub mod future;
 pub mod inbound;
 mod live;
 mod macros;

@@ -54,15 +54,12 @@ mod outcome;
 mod principal;
 mod token;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use mesh_core::policy::{AuthMethod, AuthRequirement};
 use mesh_core::{Config, ConfigError, MeshError, Snapshot, is_grpc};
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -288,13 +285,13 @@ pub struct Auth<S> {
 
 crate::macros::stage_service!(Auth);
 
-fn reject<B>(
+fn reject(
     authn: &Authenticator,
     req: &AuthRequirement,
     o: Outcome,
     scope: Option<String>,
     grpc: bool,
-) -> Response<MeshBody<B>> {
+) -> Response<bytes::Bytes> {
     authn.count(o);
     let err: MeshError = o.to_error(
         &authn.realm,
@@ -302,7 +299,7 @@ fn reject<B>(
         req.methods.contains(&AuthMethod::ApiKey),
         scope.as_deref(),
     );
-    err.to_response(grpc).map(MeshBody::full)
+    err.to_response(grpc)
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Auth<S>
@@ -339,7 +336,7 @@ where
                         .is_some_and(|a| !a.methods.is_empty())
                 });
                 if !needs_auth {
-                    return ResponseFuture::inner(self.inner.call(req));
+                    return ResponseFuture::inner(self.inner.call(req), None);
                 }
                 matched = req.extensions().get::<MatchedRoute>().cloned();
                 match matched
@@ -347,12 +344,12 @@ where
                     .and_then(|m| m.route().policy().auth.as_ref().map(|a| (m.snapshot(), a)))
                 {
                     Some(x) => x,
-                    None => return ResponseFuture::inner(self.inner.call(req)),
+                    None => return ResponseFuture::inner(self.inner.call(req), None),
                 }
             }
         };
         if requirement.methods.is_empty() {
-            return ResponseFuture::inner(self.inner.call(req));
+            return ResponseFuture::inner(self.inner.call(req), None);
         }
         let runtime = &self.shared.runtime;
         let authn_ref = runtime
@@ -363,7 +360,7 @@ where
             Check::Admit(principal) => {
                 authn.count(Outcome::Ok);
                 req.extensions_mut().insert(principal);
-                ResponseFuture::inner(self.inner.call(req))
+                ResponseFuture::inner(self.inner.call(req), None)
             }
             Check::Reject(o, scope) => {
                 let grpc = is_grpc(req.headers());
@@ -386,17 +383,14 @@ where
                         }
                         Check::Reject(o, scope) => {
                             let grpc = is_grpc(req.headers());
-                            Ok(reject(&authn, &requirement, o, scope, grpc))
+                            Ok(reject(&authn, &requirement, o, scope, grpc).map(MeshBody::full))
                         }
                         Check::Refetch(_) => {
                             let grpc = is_grpc(req.headers());
-                            Ok(reject(
-                                &authn,
-                                &requirement,
-                                Outcome::UnknownKid,
-                                None,
-                                grpc,
-                            ))
+                            Ok(
+                                reject(&authn, &requirement, Outcome::UnknownKid, None, grpc)
+                                    .map(MeshBody::full),
+                            )
                         }
                     }
                 }))
@@ -405,61 +399,5 @@ where
     }
 }
 
-type BoxFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<MeshBody<B>>, E>> + Send>>;
-
-pin_project! {
-    /// Response future of [`Auth`].
-    pub struct ResponseFuture<F, B, E> {
-        #[pin]
-        kind: Kind<F, B, E>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F, B, E> {
-        Inner { #[pin] future: F },
-        Ready { response: Option<Response<MeshBody<B>>> },
-        Boxed { future: BoxFuture<B, E> },
-    }
-}
-
-impl<F, B, E> ResponseFuture<F, B, E> {
-    fn inner(future: F) -> Self {
-        ResponseFuture {
-            kind: Kind::Inner { future },
-        }
-    }
-    fn ready(response: Response<MeshBody<B>>) -> Self {
-        ResponseFuture {
-            kind: Kind::Ready {
-                response: Some(response),
-            },
-        }
-    }
-    fn boxed(future: BoxFuture<B, E>) -> Self {
-        ResponseFuture {
-            kind: Kind::Boxed { future },
-        }
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F, B, E>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<MeshBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future } => {
-                let res = ready!(future.poll(cx))?;
-                Poll::Ready(Ok(res.map(MeshBody::inner)))
-            }
-            KindProj::Ready { response } => Poll::Ready(Ok(response
-                .take()
-                .unwrap_or_else(|| MeshError::Internal.to_response(false).map(MeshBody::full)))),
-            KindProj::Boxed { future } => future.as_mut().poll(cx),
-        }
-    }
-}
+/// Response future of [`Auth`].
+pub type ResponseFuture<F, B, E> = crate::future::StageFuture<F, B, E>;

@@ -31,12 +31,10 @@ mod limiter;
 #[cfg(feature = "redis")]
 mod redis;
 
-use std::future::Future;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::num::NonZeroU32;
-use std::pin::Pin;
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Request, Response};
@@ -44,7 +42,6 @@ use ipnet::IpNet;
 use mesh_core::policy::KeyPart;
 use mesh_core::units::{Period, Rate};
 use mesh_core::{Config, ConfigError, MeshError, Route, Snapshot, is_grpc, parse_net};
-use pin_project_lite::pin_project;
 use serde_json::json;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -1287,7 +1284,13 @@ where
         match verdict {
             Verdict::Allow { tightest } => {
                 rl.allowed.increment(1);
-                ResponseFuture::inner(self.inner.call(req), Some((policies, admitted(tightest))))
+                ResponseFuture::inner(
+                    self.inner.call(req),
+                    Some(LimitHeaders {
+                        policies,
+                        limit: admitted(tightest),
+                    }),
+                )
             }
             Verdict::Deny {
                 name,
@@ -1302,69 +1305,20 @@ where
     }
 }
 
-type BoxFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<MeshBody<B>>, E>> + Send>>;
-
-pin_project! {
-    /// Response future of [`RateLimit`].
-    pub struct ResponseFuture<F, B, E> {
-        #[pin]
-        kind: Kind<F, B, E>,
-    }
+/// The rate-limit fields of an admitted response.
+pub struct LimitHeaders {
+    policies: Policies,
+    limit: Option<HeaderValue>,
 }
 
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F, B, E> {
-        Inner { #[pin] future: F, headers: Option<(Policies, Option<HeaderValue>)> },
-        Ready { response: Option<Response<bytes::Bytes>> },
-        Boxed { future: BoxFuture<B, E> },
-    }
-}
-
-impl<F, B, E> ResponseFuture<F, B, E> {
-    fn inner(future: F, headers: Option<(Policies, Option<HeaderValue>)>) -> Self {
-        ResponseFuture {
-            kind: Kind::Inner { future, headers },
-        }
-    }
-    fn ready(response: Response<bytes::Bytes>) -> Self {
-        ResponseFuture {
-            kind: Kind::Ready {
-                response: Some(response),
-            },
-        }
-    }
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    fn boxed(future: BoxFuture<B, E>) -> Self {
-        ResponseFuture {
-            kind: Kind::Boxed { future },
+impl crate::future::AddHeaders for LimitHeaders {
+    fn add_to(self, headers: &mut http::HeaderMap) {
+        put_policies(headers, &self.policies);
+        if let Some(limit) = self.limit {
+            headers.insert(RATELIMIT, limit);
         }
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F, B, E>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<MeshBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future, headers } => {
-                let mut res = ready!(future.poll(cx))?;
-                if let Some((policies, limit)) = headers.take() {
-                    put_policies(res.headers_mut(), &policies);
-                    if let Some(limit) = limit {
-                        res.headers_mut().insert(RATELIMIT, limit);
-                    }
-                }
-                Poll::Ready(Ok(res.map(MeshBody::inner)))
-            }
-            KindProj::Ready { response } => Poll::Ready(Ok(response
-                .take()
-                .unwrap_or_else(|| MeshError::Internal.to_response(false))
-                .map(MeshBody::full))),
-            KindProj::Boxed { future } => future.as_mut().poll(cx),
-        }
-    }
-}
+/// Response future of [`RateLimit`].
+pub type ResponseFuture<F, B, E> = crate::future::StageFuture<F, B, E, LimitHeaders>;

@@ -31,17 +31,14 @@
 //!
 //! Time is wall-clock time (UTC); tests give the layer a manual clock.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Request, Response};
 use mesh_core::config::Lifecycle as Status;
 use mesh_core::units::parse_timestamp;
 use mesh_core::{MeshError, Snapshot, is_grpc};
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -444,7 +441,7 @@ where
 {
     type Response = Response<MeshBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -494,7 +491,7 @@ where
             }
             return ResponseFuture::ready(res);
         }
-        ResponseFuture::inner(self.inner.call(req), Some(lifecycle))
+        ResponseFuture::inner(self.inner.call(req), Some(LifecycleHeaders(lifecycle)))
     }
 }
 
@@ -516,58 +513,16 @@ fn strip_prefix<B>(req: &mut Request<B>, cut: usize) {
     }
 }
 
-pin_project! {
-    /// Response future of [`Versioned`].
-    pub struct ResponseFuture<F> {
-        #[pin]
-        kind: Kind<F>,
-    }
-}
+/// The lifecycle headers of a deprecated version's response.
+pub struct LifecycleHeaders(Arc<Lifecycle>);
 
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Inner { #[pin] future: F, lifecycle: Option<Arc<Lifecycle>> },
-        Ready { response: Option<Response<bytes::Bytes>> },
-    }
-}
-
-impl<F> ResponseFuture<F> {
-    fn inner(future: F, lifecycle: Option<Arc<Lifecycle>>) -> Self {
-        ResponseFuture {
-            kind: Kind::Inner { future, lifecycle },
-        }
-    }
-    fn ready(response: Response<bytes::Bytes>) -> Self {
-        ResponseFuture {
-            kind: Kind::Ready {
-                response: Some(response),
-            },
+impl crate::future::AddHeaders for LifecycleHeaders {
+    fn add_to(self, headers: &mut http::HeaderMap) {
+        for (name, value) in &self.0.headers {
+            headers.append(name.clone(), value.clone());
         }
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<MeshBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future, lifecycle } => {
-                let mut res = ready!(future.poll(cx))?;
-                if let Some(l) = lifecycle.take() {
-                    for (name, value) in &l.headers {
-                        res.headers_mut().append(name.clone(), value.clone());
-                    }
-                }
-                Poll::Ready(Ok(res.map(MeshBody::inner)))
-            }
-            KindProj::Ready { response } => Poll::Ready(Ok(response
-                .take()
-                .unwrap_or_else(|| MeshError::Internal.to_response(false))
-                .map(MeshBody::full))),
-        }
-    }
-}
+/// Response future of [`Versioned`].
+pub type ResponseFuture<F, B, E> = crate::future::StageFuture<F, B, E, LifecycleHeaders>;
