@@ -78,9 +78,3 @@ where
         }
     }
 }
-
-/// Renders a [`MeshError`](mesh_core::MeshError) as a response with a
-/// [`MeshBody`], as gRPC when the request was gRPC.
-pub fn error_response<B>(err: &mesh_core::MeshError, grpc: bool) -> http::Response<MeshBody<B>> {
-    err.to_response(grpc).map(MeshBody::full)
-}

@@ -68,7 +68,7 @@ where
 {
     type Response = Response<MeshBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -86,10 +86,10 @@ where
                         method: req.method().to_string(),
                         path: req.uri().path().to_owned(),
                     };
-                    return ResponseFuture::error(&err, is_grpc(req.headers()));
+                    return ResponseFuture::ready(err.to_response(is_grpc(req.headers())));
                 }
             }
         }
-        ResponseFuture::inner(self.inner.call(req))
+        ResponseFuture::inner(self.inner.call(req), None)
     }
 }
