@@ -82,6 +82,21 @@ fn bench(c: &mut Criterion) {
             black_box(now(svc.call(request(i))).unwrap())
         })
     });
+    // The check alone: the same limit, without writing the fields on
+    // admitted responses (`headers = false`).
+    let quiet = RateLimitLayer::builder()
+        .limit("1000000000/s", None, &["ip"])
+        .headers(false)
+        .build()
+        .unwrap();
+    let mut svc = quiet.layer(service_fn(handler));
+    group.bench_function("layer_local_ip_key_no_headers", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            now(svc.ready()).unwrap();
+            black_box(now(svc.call(request(i))).unwrap())
+        })
+    });
     group.finish();
 }
 

@@ -143,3 +143,40 @@ match = { path_prefix = "/orders" }
     );
     drop(mesh);
 }
+
+#[tokio::test]
+async fn headers_can_be_left_off_admitted_responses_but_never_off_refusals() {
+    use std::convert::Infallible;
+    use tower::{Layer, Service, ServiceExt};
+    let layer = apimesh::RateLimitLayer::builder()
+        .limit("2/h", None, &["route"])
+        .headers(false)
+        .build()
+        .expect("layer");
+    let mut svc = layer.layer(tower::service_fn(|_req: http::Request<()>| async {
+        Ok::<_, Infallible>(http::Response::new(()))
+    }));
+    for _ in 0..2 {
+        let res = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(http::Request::get("/").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(res.headers().get("ratelimit").is_none());
+        assert!(res.headers().get("ratelimit-policy").is_none());
+    }
+    let res = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::get("/").body(()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().get("ratelimit").is_some());
+    assert!(res.headers().get("ratelimit-policy").is_some());
+    assert!(res.headers().get("retry-after").is_some());
+}

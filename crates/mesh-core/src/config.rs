@@ -657,6 +657,10 @@ pub struct RateLimitSpec {
     /// How long to wait for the shared store (default `5ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_timeout: Option<String>,
+    /// Send the `RateLimit-Policy` and `RateLimit` fields on admitted
+    /// responses (default true; refusals always carry them).
+    #[serde(default = "yes")]
+    pub headers: bool,
 }
 
 fn yes() -> bool {

@@ -146,6 +146,8 @@ pub struct RateLimitPolicy {
     pub on_store_failure: StoreFailureMode,
     /// Shared-store timeout.
     pub store_timeout: Duration,
+    /// Whether admitted responses carry the rate-limit fields.
+    pub headers: bool,
 }
 
 /// Retries.

@@ -1330,6 +1330,7 @@ fn compile_rate_limit(cx: &mut Cx, path: &str, r: &RateLimitSpec) -> RateLimitPo
         }
     };
     RateLimitPolicy {
+        headers: r.headers,
         limits,
         cost: r.cost.max(1),
         plan: r.plan,

@@ -94,6 +94,8 @@ struct RouteLimits {
     on_failure: mesh_core::policy::StoreFailureMode,
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     store_timeout: Duration,
+    /// Write the fields on admitted responses.
+    headers: bool,
     /// The `RateLimit-Policy` field line of the route's own limits.
     policy: Option<HeaderValue>,
     allowed: metrics::Counter,
@@ -217,6 +219,7 @@ impl RateState {
                     cluster: rl.cluster,
                     on_failure: rl.on_store_failure,
                     store_timeout: rl.store_timeout,
+                    headers: rl.headers,
                     policy: (!policy.is_empty()).then(|| header(&policy)).flatten(),
                     allowed: metrics::counter!("apimesh.ratelimit.decisions", "route" => label.clone(), "outcome" => "allowed"),
                     limited: metrics::counter!("apimesh.ratelimit.decisions", "route" => label, "outcome" => "limited"),
@@ -394,6 +397,7 @@ impl RateLimitLayer {
         RateLimitLayerBuilder {
             limits: Vec::new(),
             cost: 1,
+            headers: true,
             trusted_proxies: Vec::new(),
             clock: None,
         }
@@ -598,6 +602,7 @@ fn rfc3339(t: u64) -> String {
 pub struct RateLimitLayerBuilder {
     limits: Vec<(String, Option<u32>, Vec<String>)>,
     cost: u32,
+    headers: bool,
     trusted_proxies: Vec<String>,
     clock: Option<WallClock>,
 }
@@ -626,6 +631,13 @@ impl RateLimitLayerBuilder {
     /// Units each request costs (default 1).
     pub fn cost(mut self, cost: u32) -> Self {
         self.cost = cost;
+        self
+    }
+
+    /// Whether admitted responses carry `RateLimit-Policy` and `RateLimit`
+    /// (default true; refusals always do).
+    pub fn headers(mut self, send: bool) -> Self {
+        self.headers = send;
         self
     }
 
@@ -661,8 +673,8 @@ impl RateLimitLayerBuilder {
             .collect::<Vec<_>>()
             .join(", ");
         let text = format!(
-            "[mesh]\ntrusted_proxies = [{proxies}]\n\n[[routes]]\nid = \"limit\"\nrate_limit = {{ limits = [{limits}], cost = {}, plan = false }}\n",
-            self.cost
+            "[mesh]\ntrusted_proxies = [{proxies}]\n\n[[routes]]\nid = \"limit\"\nrate_limit = {{ limits = [{limits}], cost = {}, plan = false, headers = {} }}\n",
+            self.cost, self.headers
         );
         let snapshot = Arc::new(Snapshot::build(Config::from_toml(&text)?, 1)?);
         let layer = RateLimitLayer {
@@ -1229,6 +1241,7 @@ where
             let shared = self.shared.clone();
             let (cost, mode, timeout) = (rl.cost, rl.on_failure, rl.store_timeout);
             let (allowed, limited) = (rl.allowed.clone(), rl.limited.clone());
+            let send_headers = rl.headers;
             let grpc = is_grpc(req.headers());
             return ResponseFuture::boxed(Box::pin(async move {
                 let verdict = decide_cluster(
@@ -1256,9 +1269,14 @@ where
                     Verdict::Allow { tightest } => {
                         allowed.increment(1);
                         let mut res = inner.call(req).await?;
-                        put_policies(res.headers_mut(), &policies);
-                        if let Some(r) = admitted(tightest) {
-                            res.headers_mut().insert(RATELIMIT, r);
+                        if send_headers {
+                            crate::future::AddHeaders::add_to(
+                                LimitHeaders {
+                                    policies,
+                                    limit: admitted(tightest),
+                                },
+                                res.headers_mut(),
+                            );
                         }
                         Ok(res.map(MeshBody::inner))
                     }
@@ -1284,13 +1302,11 @@ where
         match verdict {
             Verdict::Allow { tightest } => {
                 rl.allowed.increment(1);
-                ResponseFuture::inner(
-                    self.inner.call(req),
-                    Some(LimitHeaders {
-                        policies,
-                        limit: admitted(tightest),
-                    }),
-                )
+                let headers = rl.headers.then(|| LimitHeaders {
+                    policies,
+                    limit: admitted(tightest),
+                });
+                ResponseFuture::inner(self.inner.call(req), headers)
             }
             Verdict::Deny {
                 name,
