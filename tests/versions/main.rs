@@ -491,3 +491,37 @@ match = { path = "/apimesh.echo.v1.Echo/Say" }
         );
     }
 }
+
+#[tokio::test]
+async fn per_version_handlers_on_one_path() {
+    use apimesh::layers::version::PerVersion;
+    let mesh = Mesh::builder()
+        .service("orders")
+        .registry(MemoryRegistry::from_toml(RESOLVED).unwrap())
+        .build()
+        .await
+        .unwrap();
+    let orders = PerVersion::new()
+        .version("v1", get(|| async { "v1 handler" }))
+        .version("v2", get(|| async { "v2 handler" }));
+    let app = axum::Router::new()
+        .route_service("/orders", orders)
+        .layer(mesh.inbound());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _mesh = mesh;
+        axum::serve(listener, app).await
+    });
+    assert_eq!(
+        get_with(addr, "/orders", &[("api-version", "v1")])
+            .await
+            .body,
+        "v1 handler"
+    );
+    assert_eq!(get_with(addr, "/orders", &[]).await.body, "v2 handler");
+    assert_eq!(
+        get_with(addr, "/orders?version=v1", &[]).await.body,
+        "v1 handler"
+    );
+}

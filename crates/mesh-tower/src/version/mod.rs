@@ -31,6 +31,10 @@
 //!
 //! Time is wall-clock time (UTC); tests give the layer a manual clock.
 
+mod dispatch;
+
+pub use dispatch::PerVersion;
+
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
