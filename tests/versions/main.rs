@@ -147,11 +147,11 @@ async fn deprecated_version_carries_rfc_headers_byte_exact() {
     // RFC 9745: a Structured Field Date; RFC 8594: an IMF-fixdate.
     assert_eq!(all(&r.headers, "deprecation"), ["@1767225600"]);
     assert_eq!(all(&r.headers, "sunset"), ["Tue, 30 Jun 2026 00:00:00 GMT"]);
+    // Both links in one field line (RFC 8288 §3).
     assert_eq!(
         all(&r.headers, "link"),
         [
-            "<https://docs.example.com/orders/v1-deprecation>; rel=\"deprecation\"",
-            "<https://api.example.com/v2/orders>; rel=\"successor-version\"",
+            "<https://docs.example.com/orders/v1-deprecation>; rel=\"deprecation\", <https://api.example.com/v2/orders>; rel=\"successor-version\""
         ]
     );
 }

@@ -90,15 +90,19 @@ impl Lifecycle {
         {
             headers.push((http::HeaderName::from_static("sunset"), v));
         }
-        for (link, rel) in [
+        // Both links in one field line (RFC 8288 §3 allows a list): one
+        // header to append per response instead of two.
+        let links: Vec<String> = [
             (&spec.deprecation_link, "deprecation"),
             (&spec.successor_link, "successor-version"),
-        ] {
-            if let Some(l) = link
-                && let Ok(v) = HeaderValue::from_str(&format!("<{l}>; rel=\"{rel}\""))
-            {
-                headers.push((http::header::LINK, v));
-            }
+        ]
+        .into_iter()
+        .filter_map(|(link, rel)| link.as_ref().map(|l| format!("<{l}>; rel=\"{rel}\"")))
+        .collect();
+        if !links.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&links.join(", "))
+        {
+            headers.push((http::header::LINK, v));
         }
         Some(Lifecycle {
             api: api.to_owned(),
