@@ -35,9 +35,10 @@ use std::sync::Arc;
 
 pub use mesh_core as core;
 pub use mesh_core::{Config, ConfigError, MeshError, Registry, RegistryStatus, Snapshot};
+pub use mesh_tower::outbound::{ClientResponse, Outbound};
 pub use mesh_tower::{
-    ApiVersion, AuthLayer, InboundLayer, LiveSnapshot, MatchedRoute, MeshInboundLayer, PeerAddr,
-    Principal, RateLimitLayer, Unmatched, VersionLayer,
+    ApiVersion, AuthLayer, CallContext, InboundLayer, LiveSnapshot, Locality, MatchedRoute,
+    MeshClient, MeshInboundLayer, PeerAddr, Principal, RateLimitLayer, Unmatched, VersionLayer,
 };
 
 /// Registry backends.
@@ -50,6 +51,7 @@ pub mod layers {
     pub use mesh_tower::auth;
     pub use mesh_tower::body::MeshBody;
     pub use mesh_tower::inbound;
+    pub use mesh_tower::outbound;
     pub use mesh_tower::ratelimit;
     pub use mesh_tower::version;
 }
@@ -75,6 +77,7 @@ pub struct MeshBuilder {
     service: Option<String>,
     registry: Option<Arc<dyn Registry>>,
     unmatched: Unmatched,
+    locality: Locality,
     #[cfg(feature = "redis")]
     redis: Option<String>,
 }
@@ -107,6 +110,17 @@ impl MeshBuilder {
     /// (default: pass them through).
     pub fn unmatched(mut self, unmatched: Unmatched) -> Self {
         self.unmatched = unmatched;
+        self
+    }
+
+    /// Where this instance runs: the mesh client prefers endpoints in
+    /// `zone`, then in `region`, then anywhere (see `docs/routing.md`).
+    pub fn locality(mut self, region: impl Into<String>, zone: impl Into<String>) -> Self {
+        let (region, zone): (String, String) = (region.into(), zone.into());
+        self.locality = Locality {
+            region: (!region.is_empty()).then(|| region.into()),
+            zone: (!zone.is_empty()).then(|| zone.into()),
+        };
         self
     }
 
@@ -164,6 +178,10 @@ impl MeshBuilder {
                 versions_prep.prepare(&snapshot);
             }
         });
+        let outbound = Outbound::builder(live.clone())
+            .caller(service.as_str())
+            .locality(self.locality)
+            .build();
         tracing::info!(
             service = %service,
             revision = live.load().revision(),
@@ -178,6 +196,7 @@ impl MeshBuilder {
                 auth,
                 limits,
                 versions,
+                outbound,
             }),
         })
     }
@@ -200,6 +219,7 @@ struct Inner {
     auth: AuthLayer,
     limits: RateLimitLayer,
     versions: VersionLayer,
+    outbound: Outbound,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -218,6 +238,7 @@ impl Mesh {
             service: None,
             registry: None,
             unmatched: Unmatched::default(),
+            locality: Locality::default(),
             #[cfg(feature = "redis")]
             redis: None,
         }
@@ -241,6 +262,20 @@ impl Mesh {
         .versions(self.inner.versions.clone())
     }
 
+    /// A client for the mesh service `service`: its mesh routes (splits,
+    /// mirroring), endpoint discovery and balancing (priority groups,
+    /// locality, P2C over peak-EWMA), and propagation of the deadline, the
+    /// trace and this service's identity. Clients share one connection
+    /// pool and one view of endpoint health; cheap to make and to clone.
+    pub fn client(&self, service: &str) -> MeshClient {
+        self.inner.outbound.client(service)
+    }
+
+    /// The outbound core shared by every client (and the gateway).
+    pub fn outbound(&self) -> &Outbound {
+        &self.inner.outbound
+    }
+
     /// The live snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.inner.live.load()
@@ -257,8 +292,8 @@ impl Mesh {
     }
 
     /// The admin router: `GET /mesh/health`, `GET /mesh/config`,
-    /// `GET /mesh/usage`, `GET /mesh/limits`. Serve it on a loopback
-    /// listener of its own.
+    /// `GET /mesh/catalog`, `GET /mesh/usage`, `GET /mesh/limits`,
+    /// `GET /mesh/endpoints`. Serve it on a loopback listener of its own.
     pub fn admin(&self) -> axum::Router {
         mesh_tower::admin::router(
             &self.inner.service,
@@ -266,6 +301,7 @@ impl Mesh {
             self.inner.registry.status(),
         )
         .merge(self.inner.limits.admin_router())
+        .merge(self.inner.outbound.admin_router())
     }
 
     /// The rate-limit layer the inbound chain uses (for `evict_idle`, `keys`).

@@ -57,6 +57,39 @@ pub struct MeshSettings {
     /// pass its own through a proxy that does not overwrite it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forwarded_header: Option<String>,
+    /// How much costlier (peak-EWMA latency × load) the best endpoint in
+    /// the caller's zone may be than the best one further away before
+    /// traffic spills over (default 2.0; at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality_spill: Option<f64>,
+    /// The headers that carry context on outbound calls.
+    #[serde(default, skip_serializing_if = "PropagationSpec::is_default")]
+    pub propagation: PropagationSpec,
+}
+
+/// The headers the mesh client writes on every outbound call (and the
+/// inbound layer reads). An empty string turns a header off.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PropagationSpec {
+    /// Carries the calling service's name (default `x-apimesh-caller`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_header: Option<String>,
+    /// Carries the authenticated consumer's id (off unless named, e.g.
+    /// `x-apimesh-consumer`; only trust it from peers inside the mesh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_header: Option<String>,
+    /// Carries the remaining deadline in milliseconds on HTTP calls
+    /// (default `x-apimesh-timeout-ms`; gRPC calls use `grpc-timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_header: Option<String>,
+}
+
+impl PropagationSpec {
+    fn is_default(&self) -> bool {
+        self == &PropagationSpec::default()
+    }
 }
 
 impl MeshSettings {

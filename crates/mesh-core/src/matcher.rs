@@ -126,6 +126,9 @@ pub(crate) struct RequestView<'a> {
     pub(crate) method: &'a Method,
     pub(crate) uri: &'a Uri,
     pub(crate) headers: &'a HeaderMap,
+    /// The host to match instead of the request's own (the mesh client
+    /// matches on the service it calls).
+    pub(crate) host: Option<&'a str>,
 }
 
 impl Conditions {
@@ -191,6 +194,9 @@ fn query_pairs(q: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
 /// The request's host without its port: the URI authority (HTTP/2
 /// `:authority`, absolute-form) or else the `Host` header.
 pub(crate) fn request_host<'a>(req: &RequestView<'a>) -> Option<&'a str> {
+    if let Some(h) = req.host {
+        return Some(h);
+    }
     let raw = match req.uri.host() {
         Some(h) => h,
         None => req.headers.get(http::header::HOST)?.to_str().ok()?,
@@ -329,6 +335,7 @@ mod tests {
             method: &Method::GET,
             uri: &uri,
             headers: &headers,
+            host: None,
         })
     }
 

@@ -2,6 +2,7 @@
 //! snapshot is built. Durations are `Duration`s, rates are [`Rate`]s and
 //! names are resolved, so the request path never parses anything.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -230,4 +231,85 @@ pub struct FaultPolicy {
     pub abort: Option<(StatusCode, GrpcCode, f64)>,
     /// Only requests with this header (and value, if given).
     pub only_with_header: Option<(http::HeaderName, Option<String>)>,
+}
+
+/// How a weighted split keeps one user on one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Sticky {
+    /// The authenticated consumer's id.
+    Consumer,
+    /// A request header's value.
+    Header(http::HeaderName),
+    /// A cookie's value.
+    Cookie(Arc<str>),
+}
+
+/// A compiled weighted split: stickiness and a tester's override.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Split {
+    /// What keeps one user on one destination.
+    pub sticky: Option<Sticky>,
+    /// The header whose value forces a destination.
+    pub override_header: Option<http::HeaderName>,
+    /// Override header value → destination index.
+    pub overrides: Vec<(Box<str>, usize)>,
+}
+
+/// Compiled traffic mirroring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Mirror {
+    /// The shadow service.
+    pub service: Arc<str>,
+    /// Share of requests copied, in parts per million.
+    pub per_million: u32,
+    /// Copies in flight at most.
+    pub max_in_flight: u32,
+}
+
+/// The compiled `[mesh.propagation]` headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Propagation {
+    /// Carries the calling service's name.
+    pub caller: Option<http::HeaderName>,
+    /// Carries the authenticated consumer's id.
+    pub consumer: Option<http::HeaderName>,
+    /// Carries the remaining deadline in milliseconds (HTTP calls).
+    pub deadline: Option<http::HeaderName>,
+}
+
+impl Default for Propagation {
+    fn default() -> Self {
+        Propagation {
+            caller: Some(http::HeaderName::from_static("x-apimesh-caller")),
+            consumer: None,
+            deadline: Some(http::HeaderName::from_static("x-apimesh-timeout-ms")),
+        }
+    }
+}
+
+/// Per-endpoint outlier ejection of a service (`services.outlier`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct OutlierPolicy {
+    /// Consecutive failures that eject an endpoint.
+    pub consecutive_failures: u32,
+    /// First ejection time; the n-th ejection in a row lasts n times this.
+    pub base_ejection: Duration,
+    /// Largest share (0–1) of the service's endpoints ejected at once;
+    /// one endpoint may always be ejected.
+    pub max_ejection: f64,
+}
+
+impl Default for OutlierPolicy {
+    fn default() -> Self {
+        OutlierPolicy {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection: 0.5,
+        }
+    }
 }

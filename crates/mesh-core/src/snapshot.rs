@@ -39,7 +39,11 @@ pub struct Snapshot {
     config: Arc<Config>,
     routes: Vec<Arc<Route>>,
     table: RouteTable,
+    outbound: RouteTable,
+    outbound_routes: Vec<usize>,
     services: HashMap<String, Arc<Service>>,
+    propagation: Propagation,
+    locality_spill: f64,
     apis: HashMap<String, usize>,
     consumers: HashMap<String, usize>,
     consumers_by_key: HashMap<[u8; 32], usize>,
@@ -55,6 +59,9 @@ pub struct Route {
     api: Option<Arc<str>>,
     version: Option<Arc<str>>,
     destinations: Vec<Destination>,
+    total_weight: u64,
+    split: Option<Split>,
+    mirror: Option<Mirror>,
     policy: RoutePolicy,
     spec: RouteSpec,
 }
@@ -97,6 +104,18 @@ impl Route {
     pub fn destinations(&self) -> &[Destination] {
         &self.destinations
     }
+    /// The sum of the destinations' weights.
+    pub fn total_weight(&self) -> u64 {
+        self.total_weight
+    }
+    /// Stickiness and overrides of the weighted split.
+    pub fn split(&self) -> Option<&Split> {
+        self.split.as_ref()
+    }
+    /// Traffic mirroring.
+    pub fn mirror(&self) -> Option<&Mirror> {
+        self.mirror.as_ref()
+    }
     /// The compiled policies.
     pub fn policy(&self) -> &RoutePolicy {
         &self.policy
@@ -135,6 +154,8 @@ pub struct Service {
     pub h2c: bool,
     /// Bulkhead size.
     pub max_concurrent: Option<u32>,
+    /// Outlier ejection.
+    pub outlier: OutlierPolicy,
     /// Endpoints.
     pub endpoints: Vec<Endpoint>,
 }
@@ -167,7 +188,11 @@ impl Snapshot {
             config: Arc::default(),
             routes: Vec::new(),
             table: RouteTable::default(),
+            outbound: RouteTable::default(),
+            outbound_routes: Vec::new(),
             services: HashMap::new(),
+            propagation: Propagation::default(),
+            locality_spill: DEFAULT_SPILL,
             apis: HashMap::new(),
             consumers: HashMap::new(),
             consumers_by_key: HashMap::new(),
@@ -186,7 +211,10 @@ impl Snapshot {
         let Compiled {
             routes,
             table,
+            outbound,
+            outbound_routes,
             services,
+            propagation,
             consumers_by_key,
         } = compiled;
         let index = |names: Vec<&String>| {
@@ -196,6 +224,7 @@ impl Snapshot {
                 .map(|(i, n)| (n.clone(), i))
                 .collect::<HashMap<_, _>>()
         };
+        let locality_spill = config.mesh.locality_spill.unwrap_or(DEFAULT_SPILL);
         Ok(Snapshot {
             revision,
             apis: index(config.apis.iter().map(|a| &a.name).collect()),
@@ -204,7 +233,11 @@ impl Snapshot {
             config: Arc::new(config),
             routes,
             table,
+            outbound,
+            outbound_routes,
             services,
+            propagation,
+            locality_spill,
             consumers_by_key,
         })
     }
@@ -251,8 +284,46 @@ impl Snapshot {
             method,
             uri,
             headers,
+            host: None,
         };
         self.table.find(&view).and_then(|i| self.routes.get(i))
+    }
+
+    /// The mesh route for a call to `service`: among routes with
+    /// destinations whose `match.hosts` name the service, the one that
+    /// matches (the client then follows its destinations; with none, the
+    /// call goes to `service` itself).
+    pub fn match_outbound(
+        &self,
+        service: &str,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+    ) -> Option<&Arc<Route>> {
+        if self.outbound_routes.is_empty() {
+            return None;
+        }
+        let view = RequestView {
+            method,
+            uri,
+            headers,
+            host: Some(service),
+        };
+        self.outbound
+            .find(&view)
+            .and_then(|i| self.outbound_routes.get(i))
+            .and_then(|&i| self.routes.get(i))
+    }
+
+    /// The compiled `[mesh.propagation]` headers.
+    pub fn propagation(&self) -> &Propagation {
+        &self.propagation
+    }
+
+    /// `[mesh] locality_spill`: how much costlier the local zone may be
+    /// before traffic spills further out.
+    pub fn locality_spill(&self) -> f64 {
+        self.locality_spill
     }
 
     /// A service by name.
@@ -370,10 +441,15 @@ impl Cx {
     }
 }
 
+const DEFAULT_SPILL: f64 = 2.0;
+
 struct Compiled {
     routes: Vec<Arc<Route>>,
     table: RouteTable,
+    outbound: RouteTable,
+    outbound_routes: Vec<usize>,
     services: HashMap<String, Arc<Service>>,
+    propagation: Propagation,
     consumers_by_key: HashMap<[u8; 32], usize>,
 }
 
@@ -497,6 +573,24 @@ fn compile(c: &Config, cx: &mut Cx) -> Compiled {
         }
     }
 
+    if let Some(f) = c.mesh.locality_spill
+        && !(f.is_finite() && f >= 1.0)
+    {
+        cx.err("mesh.locality_spill", "must be a number of at least 1");
+    }
+    let prop = &c.mesh.propagation;
+    let defaults = Propagation::default();
+    let mut header = |field: &str, v: &Option<String>, default: Option<HeaderName>| match v {
+        None => default,
+        Some(v) if v.is_empty() => None,
+        Some(v) => cx.header_name(&format!("mesh.propagation.{field}"), v),
+    };
+    let propagation = Propagation {
+        caller: header("caller_header", &prop.caller_header, defaults.caller),
+        consumer: header("consumer_header", &prop.consumer_header, None),
+        deadline: header("deadline_header", &prop.deadline_header, defaults.deadline),
+    };
+
     // Routes.
     cx.unique(
         "route id",
@@ -507,11 +601,17 @@ fn compile(c: &Config, cx: &mut Cx) -> Compiled {
     );
     let mut routes = Vec::with_capacity(c.routes.len());
     let mut table = RouteTable::default();
+    let mut outbound = RouteTable::default();
+    let mut outbound_routes = Vec::new();
     for (i, r) in c.routes.iter().enumerate() {
         let path = format!("routes[{i}]");
         if let Some((pattern, conditions, label)) =
             compile_match(cx, &format!("{path}.match"), &r.matches)
         {
+            if !r.destinations.is_empty() && !r.matches.hosts.is_empty() {
+                outbound.insert(&pattern, conditions.clone());
+                outbound_routes.push(i);
+            }
             table.insert(&pattern, conditions);
             let route = compile_route(cx, &path, i, r, c, label);
             routes.push(Arc::new(route));
@@ -526,7 +626,10 @@ fn compile(c: &Config, cx: &mut Cx) -> Compiled {
     Compiled {
         routes,
         table,
+        outbound,
+        outbound_routes,
         services,
+        propagation,
         consumers_by_key,
     }
 }
@@ -676,16 +779,22 @@ fn compile_service(cx: &mut Cx, path: &str, s: &ServiceSpec) -> Service {
     if s.max_concurrent == Some(0) {
         cx.err(format!("{path}.max_concurrent"), "must be greater than 0");
     }
+    let mut outlier = OutlierPolicy::default();
     if let Some(o) = &s.outlier {
-        if o.consecutive_failures == Some(0) {
-            cx.err(
+        match o.consecutive_failures {
+            Some(0) => cx.err(
                 format!("{path}.outlier.consecutive_failures"),
                 "must be greater than 0",
-            );
+            ),
+            Some(n) => outlier.consecutive_failures = n,
+            None => {}
         }
-        cx.opt_duration(&format!("{path}.outlier.base_ejection"), &o.base_ejection);
+        if let Some(d) = cx.opt_duration(&format!("{path}.outlier.base_ejection"), &o.base_ejection)
+        {
+            outlier.base_ejection = d;
+        }
         if let Some(p) = o.max_ejection_percent {
-            cx.percent(&format!("{path}.outlier.max_ejection_percent"), p);
+            outlier.max_ejection = cx.percent(&format!("{path}.outlier.max_ejection_percent"), p);
         }
     }
     let mut ids = HashSet::new();
@@ -730,6 +839,7 @@ fn compile_service(cx: &mut Cx, path: &str, s: &ServiceSpec) -> Service {
         name: s.name.as_str().into(),
         h2c,
         max_concurrent: s.max_concurrent,
+        outlier,
         endpoints,
     }
 }
@@ -1146,6 +1256,35 @@ fn compile_route(
             "weights sum to 0; at least one must be greater than 0",
         );
     }
+    let split = r.split.as_ref().map(|s| Split {
+        sticky: s.sticky.as_deref().and_then(|st| {
+            if st == "consumer" {
+                Some(Sticky::Consumer)
+            } else if let Some(h) = st.strip_prefix("header:") {
+                HeaderName::from_bytes(h.as_bytes())
+                    .ok()
+                    .map(Sticky::Header)
+            } else {
+                st.strip_prefix("cookie:")
+                    .filter(|c| !c.is_empty())
+                    .map(|c| Sticky::Cookie(c.into()))
+            }
+        }),
+        override_header: s
+            .override_header
+            .as_deref()
+            .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+        overrides: s
+            .overrides
+            .iter()
+            .map(|(v, i)| (v.as_str().into(), *i))
+            .collect(),
+    });
+    let mirror = r.mirror.as_ref().map(|m| Mirror {
+        service: m.service.as_str().into(),
+        per_million: (m.percent.clamp(0.0, 100.0) * 10_000.0).round() as u32,
+        max_in_flight: m.max_in_flight.unwrap_or(64).max(1),
+    });
     if let Some(s) = &r.split {
         if r.destinations.is_empty() {
             cx.err(format!("{path}.split"), "a split needs destinations");
@@ -1230,6 +1369,9 @@ fn compile_route(
         api,
         version: r.version.as_deref().map(Into::into),
         destinations,
+        total_weight: total,
+        split,
+        mirror,
         policy,
         spec: r.clone(),
     }

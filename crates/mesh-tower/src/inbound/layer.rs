@@ -50,7 +50,9 @@ impl<S> Layer<S> for InboundLayer {
 
 /// The whole inbound policy chain a mesh puts in front of a service:
 /// route match, then authentication, then rate limits and quotas, then
-/// the API version's lifecycle (more stages join as they are built).
+/// the API version's lifecycle, then the [`CallContext`](crate::CallContext)
+/// (deadline, trace, consumer) that outbound calls made while serving the
+/// request inherit.
 /// `mesh.inbound()` returns one; it is a plain [`Layer`].
 #[derive(Debug, Clone)]
 #[must_use]
@@ -59,6 +61,7 @@ pub struct MeshInboundLayer {
     auth: crate::auth::AuthLayer,
     limits: crate::ratelimit::RateLimitLayer,
     versions: crate::version::VersionLayer,
+    context: crate::outbound::ContextLayer,
 }
 
 impl MeshInboundLayer {
@@ -71,6 +74,7 @@ impl MeshInboundLayer {
         limits: crate::ratelimit::RateLimitLayer,
     ) -> Self {
         MeshInboundLayer {
+            context: crate::outbound::ContextLayer::new(routes.live.clone()),
             routes,
             auth,
             limits,
@@ -85,14 +89,17 @@ impl MeshInboundLayer {
     }
 }
 
-type Chain<S> =
-    Inbound<crate::auth::Auth<crate::ratelimit::RateLimit<crate::version::Versioned<S>>>>;
+type Chain<S> = Inbound<
+    crate::auth::Auth<
+        crate::ratelimit::RateLimit<crate::version::Versioned<crate::outbound::ContextService<S>>>,
+    >,
+>;
 
 impl<S> Layer<S> for MeshInboundLayer {
     type Service = Chain<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let versioned = self.versions.layer(inner);
+        let versioned = self.versions.layer(self.context.layer(inner));
         self.routes
             .layer(self.auth.layer(self.limits.layer(versioned)))
     }
