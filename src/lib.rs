@@ -35,7 +35,13 @@ use std::sync::Arc;
 
 pub use mesh_core as core;
 pub use mesh_core::{Config, ConfigError, MeshError, Registry, RegistryStatus, Snapshot};
+pub use mesh_tower::gateway::GatewayLayer;
 pub use mesh_tower::outbound::{ClientResponse, Outbound};
+
+/// The service [`Mesh::gateway`] returns.
+pub type GatewayService = mesh_tower::gateway::Gateway<
+    <MeshInboundLayer as tower_layer::Layer<mesh_tower::outbound::Forward>>::Service,
+>;
 pub use mesh_tower::{
     ApiVersion, AuthLayer, CallContext, InboundLayer, LiveSnapshot, Locality, MatchedRoute,
     MeshClient, MeshInboundLayer, PeerAddr, Principal, RateLimitLayer, Unmatched, VersionLayer,
@@ -50,6 +56,7 @@ pub mod registry {
 pub mod layers {
     pub use mesh_tower::auth;
     pub use mesh_tower::body::MeshBody;
+    pub use mesh_tower::gateway;
     pub use mesh_tower::inbound;
     pub use mesh_tower::outbound;
     pub use mesh_tower::ratelimit;
@@ -269,6 +276,20 @@ impl Mesh {
     /// pool and one view of endpoint health; cheap to make and to clone.
     pub fn client(&self, service: &str) -> MeshClient {
         self.inner.outbound.client(service)
+    }
+
+    /// The edge gateway as one tower service: the [`GatewayLayer`] front
+    /// stage (framing checks, path normalisation, body cap, hop-by-hop and
+    /// forwarding headers), then [`inbound`](Self::inbound) (route match,
+    /// auth, limits, versions), then forwarding to the matched route's
+    /// destinations. Serve it with hyper (see `examples/gateway.rs`, which
+    /// also applies `gateway.max_header_size`); insert a
+    /// [`PeerAddr`] into each request's extensions so the forwarding
+    /// headers and per-client limits know the client.
+    pub fn gateway(&self) -> GatewayService {
+        use tower_layer::Layer;
+        GatewayLayer::new(self.inner.live.clone())
+            .layer(self.inbound().layer(self.inner.outbound.forward()))
     }
 
     /// The outbound core shared by every client (and the gateway).

@@ -41,6 +41,36 @@ pub struct Config {
     /// Mesh-wide settings: trusted proxies.
     #[serde(default, skip_serializing_if = "MeshSettings::is_default")]
     pub mesh: MeshSettings,
+    /// Edge-gateway settings: request limits and path normalisation.
+    #[serde(default, skip_serializing_if = "GatewaySettings::is_default")]
+    pub gateway: GatewaySettings,
+}
+
+/// Settings of the edge gateway (`examples/gateway.rs`, `Mesh::gateway`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GatewaySettings {
+    /// Largest request body (default `10MiB`); larger → 413.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body: Option<String>,
+    /// Largest request head, request line and headers (default `64KiB`);
+    /// larger → 431. Read when the gateway starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_header_size: Option<String>,
+    /// `%2F` and `%5C` in paths: `reject` (default, 400) or `keep`
+    /// (left encoded, never treated as a separator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoded_slashes: Option<String>,
+    /// `;` in paths: `reject` (default, 400) or `allow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semicolons: Option<String>,
+}
+
+impl GatewaySettings {
+    fn is_default(&self) -> bool {
+        self == &GatewaySettings::default()
+    }
 }
 
 /// Mesh-wide settings.

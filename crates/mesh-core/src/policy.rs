@@ -313,3 +313,28 @@ impl Default for OutlierPolicy {
         }
     }
 }
+
+/// The compiled `[gateway]` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GatewayPolicy {
+    /// Largest request body in bytes.
+    pub max_body: u64,
+    /// Largest request head in bytes (read when the gateway starts).
+    pub max_header_size: u64,
+    /// Keep `%2F` / `%5C` encoded instead of refusing them.
+    pub keep_encoded_slashes: bool,
+    /// Allow `;` in paths instead of refusing it.
+    pub allow_semicolons: bool,
+}
+
+impl Default for GatewayPolicy {
+    fn default() -> Self {
+        GatewayPolicy {
+            max_body: 10 * 1024 * 1024,
+            max_header_size: 64 * 1024,
+            keep_encoded_slashes: false,
+            allow_semicolons: false,
+        }
+    }
+}

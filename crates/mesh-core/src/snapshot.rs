@@ -43,6 +43,7 @@ pub struct Snapshot {
     outbound_routes: Vec<usize>,
     services: HashMap<String, Arc<Service>>,
     propagation: Propagation,
+    gateway: GatewayPolicy,
     locality_spill: f64,
     apis: HashMap<String, usize>,
     consumers: HashMap<String, usize>,
@@ -192,6 +193,7 @@ impl Snapshot {
             outbound_routes: Vec::new(),
             services: HashMap::new(),
             propagation: Propagation::default(),
+            gateway: GatewayPolicy::default(),
             locality_spill: DEFAULT_SPILL,
             apis: HashMap::new(),
             consumers: HashMap::new(),
@@ -215,6 +217,7 @@ impl Snapshot {
             outbound_routes,
             services,
             propagation,
+            gateway,
             consumers_by_key,
         } = compiled;
         let index = |names: Vec<&String>| {
@@ -237,6 +240,7 @@ impl Snapshot {
             outbound_routes,
             services,
             propagation,
+            gateway,
             locality_spill,
             consumers_by_key,
         })
@@ -318,6 +322,11 @@ impl Snapshot {
     /// The compiled `[mesh.propagation]` headers.
     pub fn propagation(&self) -> &Propagation {
         &self.propagation
+    }
+
+    /// The compiled `[gateway]` settings.
+    pub fn gateway(&self) -> &GatewayPolicy {
+        &self.gateway
     }
 
     /// `[mesh] locality_spill`: how much costlier the local zone may be
@@ -450,6 +459,7 @@ struct Compiled {
     outbound_routes: Vec<usize>,
     services: HashMap<String, Arc<Service>>,
     propagation: Propagation,
+    gateway: GatewayPolicy,
     consumers_by_key: HashMap<[u8; 32], usize>,
 }
 
@@ -573,6 +583,43 @@ fn compile(c: &Config, cx: &mut Cx) -> Compiled {
         }
     }
 
+    // Gateway settings.
+    let g = &c.gateway;
+    let mut gateway = GatewayPolicy {
+        keep_encoded_slashes: g.encoded_slashes.as_deref() == Some("keep"),
+        allow_semicolons: g.semicolons.as_deref() == Some("allow"),
+        ..GatewayPolicy::default()
+    };
+    for (field, v, slot) in [
+        ("max_body", &g.max_body, &mut gateway.max_body),
+        (
+            "max_header_size",
+            &g.max_header_size,
+            &mut gateway.max_header_size,
+        ),
+    ] {
+        if let Some(v) = v {
+            match parse_size(v) {
+                Ok(0) => cx.err(format!("gateway.{field}"), "must be greater than 0"),
+                Ok(n) => *slot = n,
+                Err(e) => cx.err(format!("gateway.{field}"), e),
+            }
+        }
+    }
+    for (field, v, allowed) in [
+        ("encoded_slashes", &g.encoded_slashes, ["reject", "keep"]),
+        ("semicolons", &g.semicolons, ["reject", "allow"]),
+    ] {
+        if let Some(v) = v
+            && !allowed.contains(&v.as_str())
+        {
+            cx.err(
+                format!("gateway.{field}"),
+                format!("`{v}` is not `{}` or `{}`", allowed[0], allowed[1]),
+            );
+        }
+    }
+
     if let Some(f) = c.mesh.locality_spill
         && !(f.is_finite() && f >= 1.0)
     {
@@ -630,6 +677,7 @@ fn compile(c: &Config, cx: &mut Cx) -> Compiled {
         outbound_routes,
         services,
         propagation,
+        gateway,
         consumers_by_key,
     }
 }

@@ -49,6 +49,8 @@
 
 mod headers;
 mod normalize;
+mod proxy;
 
 pub use headers::{FramingError, append_forwarded, check_framing, remove_hop_by_hop};
 pub use normalize::{EncodedSlashes, PathError, PathPolicy, Semicolons, normalize_path_and_query};
+pub use proxy::{Gateway, GatewayLayer, StripHopByHop};

@@ -275,7 +275,8 @@ impl Shared {
         let resolved = self.dir.resolve(&snapshot);
 
         // The destination.
-        let (primary, subset, failover): (Arc<str>, &[(String, String)], &[Arc<str>]) =
+        type Labels = [(String, String)];
+        let (primary, subset, failover): (Arc<str>, &Labels, &[Arc<str>]) =
             match route.filter(|r| !r.destinations().is_empty()) {
                 Some(r) => {
                     let i = split::choose(r, req.headers(), ctx.consumer.as_deref());
@@ -404,6 +405,11 @@ impl Shared {
                         }
                     }
                 }
+                Err(e) if body_too_large(&e) => {
+                    return Err(MeshError::PayloadTooLarge {
+                        limit: snapshot.gateway().max_body,
+                    });
+                }
                 Err(e) => {
                     svc.failure(i, now);
                     tracing::debug!(service = %svc.name, endpoint = %ep.spec.id, error = %e, "upstream failed");
@@ -530,6 +536,18 @@ impl Shared {
         });
         Request::from_parts(parts, UnsyncBoxBody::new(real))
     }
+}
+
+/// Whether a request failed because its body passed a [`Limited`](http_body_util::Limited) cap.
+fn body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// A mirrored copy in flight; frees its slot when done.

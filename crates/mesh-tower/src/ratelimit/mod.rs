@@ -26,7 +26,7 @@
 //! `apimesh.ratelimit.keys` gauges how many are held. See
 //! `docs/rate-limits.md`.
 
-mod client;
+pub(crate) mod client;
 mod limiter;
 #[cfg(feature = "redis")]
 mod redis;
