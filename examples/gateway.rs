@@ -22,15 +22,11 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use apimesh::registry::FileRegistry;
-use apimesh::{Mesh, PeerAddr, Unmatched};
+use apimesh::{Mesh, Unmatched};
 use axum::extract::Request;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use serde_json::json;
-use tower::{Service, ServiceExt};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -89,57 +85,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let admin_router = mesh.admin();
     tokio::spawn(async move { axum::serve(admin_listener, admin_router).await });
 
-    // Header limits are read once, at start.
-    let limits = *mesh.snapshot().gateway();
-    // hyper refuses a read buffer under 8 KiB.
-    let head = usize::try_from(limits.max_header_size)
-        .unwrap_or(usize::MAX)
-        .max(8192);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .max_buf_size(head)
-        .timer(TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(10));
-    builder
-        .http2()
-        .max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX))
-        .timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     tracing::info!(%listen, %admin, %config, "gateway listening");
-    let gateway = mesh.gateway();
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let gateway = gateway.clone();
-        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(PeerAddr(peer));
-            let mut gateway = gateway.clone();
-            async move {
-                ServiceExt::<Request<hyper::body::Incoming>>::ready(&mut gateway)
-                    .await?
-                    .call(req)
-                    .await
-            }
-        });
-        let builder = builder.clone();
-        tokio::spawn(async move {
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
-            }
-        });
-    }
+    mesh.serve_gateway(listener).await?;
+    Ok(())
 }
 
 /// An upstream that answers with what it received, so the demo shows what

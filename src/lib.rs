@@ -292,6 +292,61 @@ impl Mesh {
             .layer(self.inbound().layer(self.inner.outbound.forward()))
     }
 
+    /// Serves [`gateway`](Self::gateway) on `listener` until the future is
+    /// dropped: HTTP/1.1 and HTTP/2 (h2c), each request tagged with its
+    /// [`PeerAddr`], request heads capped at `gateway.max_header_size`
+    /// (431; read once, here; at least 8 KiB), 10 s to send a head.
+    pub async fn serve_gateway(&self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+        use tower_service::Service;
+
+        let limits = *self.snapshot().gateway();
+        let head = usize::try_from(limits.max_header_size)
+            .unwrap_or(usize::MAX)
+            .max(8192);
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .max_buf_size(head)
+            .timer(TokioTimer::new())
+            .header_read_timeout(std::time::Duration::from_secs(10));
+        builder
+            .http2()
+            .max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX))
+            .timer(TokioTimer::new());
+        let builder = Arc::new(builder);
+        let gateway = self.gateway();
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off a little.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let gateway = gateway.clone();
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(PeerAddr(peer));
+                    // Every stage is always ready.
+                    gateway.clone().call(req)
+                },
+            );
+            let builder = builder.clone();
+            tokio::spawn(async move {
+                if let Err(e) = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
+            });
+        }
+    }
+
     /// The outbound core shared by every client (and the gateway).
     pub fn outbound(&self) -> &Outbound {
         &self.inner.outbound
