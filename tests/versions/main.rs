@@ -525,3 +525,76 @@ async fn per_version_handlers_on_one_path() {
         "v1 handler"
     );
 }
+
+/// In the gateway, the resolved version picks the destination service
+/// when the route names none.
+#[tokio::test]
+async fn in_the_gateway_the_version_picks_the_service() {
+    async fn upstream(name: &'static str) -> SocketAddr {
+        let app = axum::Router::new()
+            .fallback(move |uri: http::Uri| async move { format!("{name} {uri}") });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+    let (v1, v2) = (upstream("orders-v1").await, upstream("orders-v2").await);
+    let config = format!(
+        r#"
+        [[services]]
+        name = "orders-v1"
+        endpoints = [{{ address = "{v1}" }}]
+
+        [[services]]
+        name = "orders-v2"
+        endpoints = [{{ address = "{v2}" }}]
+
+        [[apis]]
+        name = "orders"
+        versioning = {{ styles = ["header", "path"], default = "v2", strip_prefix = true }}
+        versions = [
+          {{ version = "v1", service = "orders-v1" }},
+          {{ version = "v2", service = "orders-v2" }},
+        ]
+
+        [[routes]]
+        id = "orders"
+        api = "orders"
+        match = {{ path_prefix = "/" }}
+        "#
+    );
+    let mesh = Mesh::builder()
+        .service("gateway")
+        .registry(MemoryRegistry::from_toml(&config).unwrap())
+        .build()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { mesh.serve_gateway(listener).await });
+
+    let r = get_with(addr, "/orders/1", &[("api-version", "v1")]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "orders-v1 /orders/1"));
+    let r = get_with(addr, "/orders/1", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "orders-v2 /orders/1"));
+    let r = get_with(addr, "/v1/orders/1", &[]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.starts_with("orders-v1 "), "{}", r.body);
+}
+
+#[test]
+fn a_version_service_must_exist() {
+    let err = apimesh::Snapshot::from_toml(
+        r#"
+        [[apis]]
+        name = "orders"
+        versions = [{ version = "v1", service = "nope" }]
+        "#,
+        1,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("apis[0].versions[0].service"),
+        "{err}"
+    );
+}

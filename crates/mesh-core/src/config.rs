@@ -269,6 +269,10 @@ pub struct VersionSpec {
     /// Windows before the sunset in which the version answers 410.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub brownouts: Vec<BrownoutSpec>,
+    /// In the edge gateway, where requests resolved to this version go when
+    /// their route has no `destinations` of its own (a service name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     /// The OpenAPI document for this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub openapi: Option<OpenApiSpec>,

@@ -324,6 +324,17 @@ impl Snapshot {
         &self.propagation
     }
 
+    /// The service a version of an API sends gateway traffic to
+    /// (`apis.versions.service`), if configured.
+    pub fn version_service(&self, api: &str, version: &str) -> Option<&str> {
+        self.api(api)?
+            .versions
+            .iter()
+            .find(|v| v.version == version)?
+            .service
+            .as_deref()
+    }
+
     /// The compiled `[gateway]` settings.
     pub fn gateway(&self) -> &GatewayPolicy {
         &self.gateway
@@ -495,6 +506,20 @@ fn compile(c: &Config, cx: &mut Cx) -> Compiled {
         services
             .entry(s.name.clone())
             .or_insert_with(|| Arc::new(svc));
+    }
+
+    // Versions that pick a destination service.
+    for (i, api) in c.apis.iter().enumerate() {
+        for (j, v) in api.versions.iter().enumerate() {
+            if let Some(name) = &v.service
+                && !services.contains_key(name)
+            {
+                cx.err(
+                    format!("apis[{i}].versions[{j}].service"),
+                    format!("unknown service `{name}`"),
+                );
+            }
+        }
     }
 
     // Plans.

@@ -286,9 +286,19 @@ impl Shared {
                 None => match name {
                     Some(n) => (n, &[], &[]),
                     None => {
-                        return Err(MeshError::BadGateway {
-                            detail: "the route has no destination".into(),
-                        });
+                        // The gateway: the resolved API version may name the service.
+                        let by_version = req
+                            .extensions()
+                            .get::<crate::version::ApiVersion>()
+                            .and_then(|v| snapshot.version_service(v.api(), v.version()));
+                        match by_version {
+                            Some(s) => (Arc::from(s), &[], &[]),
+                            None => {
+                                return Err(MeshError::BadGateway {
+                                    detail: "the route has no destination".into(),
+                                });
+                            }
+                        }
                     }
                 },
             };
