@@ -817,6 +817,14 @@ pub struct CircuitBreakerSpec {
     /// Calls in the sliding window (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<u32>,
+    /// Judge the rate over this much time (e.g. `30s`) instead of over
+    /// the last `window` calls (rate mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_duration: Option<String>,
+    /// Statuses that count as failures (default: every 5xx). Timeouts and
+    /// connect errors always count; 429 does not unless listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_statuses: Option<Vec<u16>>,
     /// Calls needed before the rate is judged (default 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_calls: Option<u32>,

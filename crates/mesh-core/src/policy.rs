@@ -177,6 +177,36 @@ pub struct RetryPolicy {
     pub hedge_after: Option<Duration>,
 }
 
+impl Default for RetryPolicy {
+    /// The defaults of `retry = {}`: 3 attempts; 502, 503, 504 and
+    /// `UNAVAILABLE`; the idempotent methods; 25 ms backoff up to 1 s; a
+    /// budget of 20% plus 10 per second; 64 KiB replay; no hedging.
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 3,
+            statuses: vec![
+                StatusCode::BAD_GATEWAY,
+                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::GATEWAY_TIMEOUT,
+            ],
+            grpc_codes: vec![GrpcCode::Unavailable],
+            methods: vec![
+                Method::GET,
+                Method::HEAD,
+                Method::OPTIONS,
+                Method::PUT,
+                Method::DELETE,
+            ],
+            backoff: Duration::from_millis(25),
+            max_backoff: Duration::from_secs(1),
+            budget_ratio: 0.2,
+            budget_min_per_second: 10,
+            replay_limit: 64 * 1024,
+            hedge_after: None,
+        }
+    }
+}
+
 /// Timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -193,6 +223,16 @@ pub struct TimeoutPolicy {
 pub enum BreakerMode {
     /// After this many consecutive failures.
     Consecutive(u32),
+    /// When the failure share over the last `window` of time reaches
+    /// `rate` (0–1), once at least `min_calls` were seen in it.
+    RateOverTime {
+        /// Failure share, 0–1.
+        rate: f64,
+        /// The time window.
+        window: Duration,
+        /// Calls needed first.
+        min_calls: u32,
+    },
     /// When the failure share over the last `window` calls reaches `rate` (0–1),
     /// once at least `min_calls` were seen.
     Rate {
@@ -219,6 +259,32 @@ pub struct CircuitBreakerPolicy {
     pub half_open_probes: u32,
     /// Slow-call threshold.
     pub slow_call: Option<Duration>,
+    /// Statuses that count as failures; empty means every 5xx.
+    pub failure_statuses: Vec<StatusCode>,
+}
+
+impl CircuitBreakerPolicy {
+    /// Whether a response status counts as a failure.
+    pub fn is_failure(&self, status: StatusCode) -> bool {
+        if self.failure_statuses.is_empty() {
+            status.is_server_error()
+        } else {
+            self.failure_statuses.contains(&status)
+        }
+    }
+}
+
+impl Default for CircuitBreakerPolicy {
+    fn default() -> Self {
+        CircuitBreakerPolicy {
+            mode: BreakerMode::Consecutive(5),
+            open: Duration::from_secs(5),
+            max_open: Duration::from_secs(60),
+            half_open_probes: 1,
+            slow_call: None,
+            failure_statuses: Vec::new(),
+        }
+    }
 }
 
 /// Fault injection.

@@ -1692,6 +1692,7 @@ fn compile_breaker(cx: &mut Cx, path: &str, b: &CircuitBreakerSpec) -> CircuitBr
             ("failure_rate", b.failure_rate.is_some()),
             ("window", b.window.is_some()),
             ("min_calls", b.min_calls.is_some()),
+            ("window_duration", b.window_duration.is_some()),
         ] {
             if set {
                 cx.err(format!("{path}.{field}"), "only applies to mode = \"rate\"");
@@ -1719,13 +1720,31 @@ fn compile_breaker(cx: &mut Cx, path: &str, b: &CircuitBreakerSpec) -> CircuitBr
             if window == 0 {
                 cx.err(format!("{path}.window"), "must be greater than 0");
             }
-            if min_calls > window {
+            if b.window_duration.is_none() && min_calls > window {
                 cx.err(format!("{path}.min_calls"), "must not exceed window");
             }
-            BreakerMode::Rate {
-                rate: rate.clamp(0.0, 100.0) / 100.0,
-                window: window.max(1),
-                min_calls,
+            match cx.opt_duration(&format!("{path}.window_duration"), &b.window_duration) {
+                Some(d) => {
+                    if b.window.is_some() {
+                        cx.err(
+                            format!("{path}.window"),
+                            "give either window (calls) or window_duration (time)",
+                        );
+                    }
+                    if d < Duration::from_secs(1) {
+                        cx.err(format!("{path}.window_duration"), "must be at least 1s");
+                    }
+                    BreakerMode::RateOverTime {
+                        rate: rate.clamp(0.0, 100.0) / 100.0,
+                        window: d.max(Duration::from_secs(1)),
+                        min_calls,
+                    }
+                }
+                None => BreakerMode::Rate {
+                    rate: rate.clamp(0.0, 100.0) / 100.0,
+                    window: window.max(1),
+                    min_calls,
+                },
             }
         }
         Some(other) => {
@@ -1758,6 +1777,22 @@ fn compile_breaker(cx: &mut Cx, path: &str, b: &CircuitBreakerSpec) -> CircuitBr
         max_open,
         half_open_probes: probes.max(1),
         slow_call: cx.opt_duration(&format!("{path}.slow_call"), &b.slow_call),
+        failure_statuses: b
+            .failure_statuses
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, s)| match StatusCode::from_u16(*s) {
+                Ok(st) if (100..600).contains(s) => Some(st),
+                _ => {
+                    cx.err(
+                        format!("{path}.failure_statuses[{i}]"),
+                        format!("`{s}` is not an HTTP status"),
+                    );
+                    None
+                }
+            })
+            .collect(),
     }
 }
 

@@ -22,6 +22,7 @@ mod live;
 mod macros;
 pub mod outbound;
 pub mod ratelimit;
+pub mod resilience;
 mod route;
 pub mod version;
 

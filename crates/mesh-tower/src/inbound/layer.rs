@@ -50,7 +50,8 @@ impl<S> Layer<S> for InboundLayer {
 
 /// The whole inbound policy chain a mesh puts in front of a service:
 /// route match, then authentication, then rate limits and quotas, then
-/// the API version's lifecycle, then the [`CallContext`](crate::CallContext)
+/// the API version's lifecycle, then the route's fault injection, then the
+/// [`CallContext`](crate::CallContext)
 /// (deadline, trace, consumer) that outbound calls made while serving the
 /// request inherit.
 /// `mesh.inbound()` returns one; it is a plain [`Layer`].
@@ -62,6 +63,7 @@ pub struct MeshInboundLayer {
     limits: crate::ratelimit::RateLimitLayer,
     versions: crate::version::VersionLayer,
     context: crate::outbound::ContextLayer,
+    faults: crate::resilience::FaultLayer,
 }
 
 impl MeshInboundLayer {
@@ -79,7 +81,15 @@ impl MeshInboundLayer {
             auth,
             limits,
             versions: crate::version::VersionLayer::from_routes(),
+            faults: crate::resilience::FaultLayer::from_routes(),
         }
+    }
+
+    /// Uses `faults` for the fault-injection stage (e.g. one with a fixed
+    /// seed, so a chaos test injects the same faults each run).
+    pub fn faults(mut self, faults: crate::resilience::FaultLayer) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// Uses `versions` for the lifecycle stage (e.g. one with a test clock).
@@ -91,7 +101,9 @@ impl MeshInboundLayer {
 
 type Chain<S> = Inbound<
     crate::auth::Auth<
-        crate::ratelimit::RateLimit<crate::version::Versioned<crate::outbound::ContextService<S>>>,
+        crate::ratelimit::RateLimit<
+            crate::version::Versioned<crate::resilience::Fault<crate::outbound::ContextService<S>>>,
+        >,
     >,
 >;
 
@@ -99,7 +111,9 @@ impl<S> Layer<S> for MeshInboundLayer {
     type Service = Chain<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let versioned = self.versions.layer(self.context.layer(inner));
+        let versioned = self
+            .versions
+            .layer(self.faults.layer(self.context.layer(inner)));
         self.routes
             .layer(self.auth.layer(self.limits.layer(versioned)))
     }

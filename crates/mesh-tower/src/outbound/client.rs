@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use mesh_core::policy::{Mirror, Propagation};
+use mesh_core::policy::{CircuitBreakerPolicy, Mirror, Propagation, RetryPolicy};
 use mesh_core::{MeshError, Route, Snapshot, is_grpc};
 use serde::de::DeserializeOwned;
 use tower_service::Service;
@@ -29,8 +29,11 @@ use tower_service::Service;
 use super::BoxError;
 use super::balance::{Locality, Pick};
 use super::context::{CallContext, TraceContext, format_grpc_timeout};
-use super::endpoints::{Directory, Resolved, ServiceEndpoints};
+use super::endpoints::{Directory, EndpointState, Resolved, ServiceEndpoints};
 use super::{mirror, split};
+use crate::resilience::{
+    Bulkhead, CircuitBreaker, Outcome, RetryBody, RetryBudget, response_failed, retry,
+};
 use crate::{LiveSnapshot, MeshBody};
 
 /// The body of responses from the mesh client: the upstream's, streamed,
@@ -41,7 +44,7 @@ type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// How many endpoints a request whose body is empty tries when connecting
 /// fails (nothing was sent, so trying another is always safe).
-const CONNECT_ATTEMPTS: usize = 3;
+const CONNECT_ATTEMPTS: u32 = 3;
 /// How long a mirrored copy may take before it is abandoned.
 const SHADOW_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -100,6 +103,19 @@ impl OutboundBuilder {
                 caller: self.caller.and_then(|c| HeaderValue::from_str(&c).ok()),
                 locality: self.locality,
                 mirrors: DashMap::new(),
+                connect_only: Arc::new({
+                    let mut p = RetryPolicy::default();
+                    p.attempts = CONNECT_ATTEMPTS;
+                    p.statuses.clear();
+                    p.grpc_codes.clear();
+                    p.backoff = Duration::ZERO;
+                    p.max_backoff = Duration::ZERO;
+                    p
+                }),
+                budgets: DashMap::new(),
+                breakers: DashMap::new(),
+                bulkheads: DashMap::new(),
+                counters: DashMap::new(),
             }),
         }
     }
@@ -131,6 +147,16 @@ struct Shared {
     locality: Locality,
     /// Mirrored copies in flight, per route.
     mirrors: DashMap<Arc<str>, Arc<AtomicU32>>,
+    /// The policy of requests on routes without one: connect failures only.
+    connect_only: Arc<RetryPolicy>,
+    /// Retry budgets per route: (ratio, floor, budget).
+    budgets: DashMap<Arc<str>, (f64, u32, Arc<RetryBudget>)>,
+    /// Breakers per (route, destination service).
+    breakers: DashMap<(Arc<str>, Arc<str>), Arc<CircuitBreaker>>,
+    /// Bulkheads per service.
+    bulkheads: DashMap<Arc<str>, Arc<Bulkhead>>,
+    /// Requests and attempts counters per service.
+    counters: DashMap<Arc<str>, (metrics::Counter, metrics::Counter)>,
 }
 
 /// Where a call goes.
@@ -303,9 +329,20 @@ impl Shared {
                 },
             };
 
-        // Propagation.
+        // Deadline: the caller's, and the route's total timeout.
+        let policy = route.map(Route::policy);
+        let timeouts = policy.and_then(|p| p.timeout);
         let now = tokio::time::Instant::now();
-        let remaining = match ctx.deadline {
+        let deadline = match (
+            ctx.deadline,
+            timeouts
+                .and_then(|t| t.total)
+                .and_then(|t| now.checked_add(t)),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let remaining = match deadline {
             Some(d) if d <= now => {
                 return Err(MeshError::Timeout {
                     detail: "the deadline passed before the call was made".into(),
@@ -333,106 +370,302 @@ impl Shared {
             req = self.mirror(route.map(Route::id_arc), m, &resolved, req);
         }
 
-        // Endpoint choice and the call.
-        let replayable = req.body().is_end_stream();
+        // Retries: the route's policy, or only connect failures of
+        // requests whose body is empty (nothing was sent, always safe).
+        let route_key: Arc<str> = route.map_or_else(|| primary.clone(), |r| r.id_arc().clone());
+        let (retry_policy, budget) = match policy.and_then(|p| p.retry.as_ref()) {
+            Some(p) => (Arc::new(p.clone()), Some(self.budget(&route_key, p))),
+            None => (self.connect_only.clone(), None),
+        };
+        let retryable = policy
+            .and_then(|p| p.retry.as_ref())
+            .is_some_and(|p| retry::retryable_request(p, req.method(), req.headers()));
         let (parts, body) = req.into_parts();
-        let mut first = Some((parts, body));
-        let mut tried: Vec<(Arc<str>, usize)> = Vec::new();
-        let chain = std::iter::once(&primary).chain(failover.iter());
-        let chain: Vec<&Arc<str>> = chain.collect();
-        for attempt in 0..CONNECT_ATTEMPTS {
-            let (svc, i) = self.choose(&resolved, &chain, subset, &tried)?;
+        let replay = if retryable {
+            retry::buffer(body, retry_policy.replay_limit)
+                .await
+                .map_err(|_| MeshError::BadRequest {
+                    detail: "the request body could not be read".into(),
+                })?
+        } else if body.is_end_stream() {
+            retry::Replay::Whole(retry::ReplayBody::empty())
+        } else {
+            retry::Replay::Once(retry::PrefixedBody::new(Default::default(), body))
+        };
+        let (whole, mut once) = match replay {
+            retry::Replay::Whole(w) => (Some(w), None),
+            retry::Replay::Once(o) => (None, Some(o)),
+        };
+        let replayable = whole.is_some();
+        let breaker_policy = policy.and_then(|p| p.circuit_breaker.clone());
+        let per_try = timeouts.and_then(|t| t.per_try);
+        let chain: Arc<[Arc<str>]> = std::iter::once(primary.clone())
+            .chain(failover.iter().cloned())
+            .collect();
+        let subset: Arc<[(String, String)]> = subset.into();
+        let head = Arc::new(parts);
+        let tried = Arc::new(Tried::default());
+        let this = self.clone();
+        self.counters(&primary).0.increment(1);
+        let run = retry::run(
+            Some(&retry_policy),
+            budget.as_deref(),
+            retryable,
+            replayable,
+            deadline,
+            move |n| {
+                let body = match (&whole, once.take()) {
+                    (Some(w), _) => RetryBody::replay(w.body()),
+                    (None, Some(o)) => RetryBody::once(o),
+                    (None, None) => RetryBody::empty(),
+                };
+                this.clone().attempt(AttemptPlan {
+                    n,
+                    resolved: resolved.clone(),
+                    chain: chain.clone(),
+                    subset: subset.clone(),
+                    head: head.clone(),
+                    body,
+                    tried: tried.clone(),
+                    route_key: route_key.clone(),
+                    breaker: breaker_policy.clone(),
+                    per_try,
+                    deadline,
+                })
+            },
+        );
+        match deadline {
+            Some(d) => match tokio::time::timeout_at(d, run).await {
+                Ok(r) => r,
+                Err(_) => Err(MeshError::Timeout {
+                    detail: format!("service `{primary}` did not answer in time"),
+                }),
+            },
+            None => run.await,
+        }
+    }
+
+    /// One attempt: an endpoint (not one tried before), the destination's
+    /// breaker and bulkhead, the call with its per-try timeout, and the
+    /// outcome recorded for the breaker and the endpoint's health.
+    fn attempt(
+        self: Arc<Self>,
+        plan: AttemptPlan,
+    ) -> impl Future<Output = retry::Attempt<ClientBody>> + Send + 'static {
+        async move {
+            let AttemptPlan {
+                n,
+                resolved,
+                chain,
+                subset,
+                head,
+                body,
+                tried,
+                route_key,
+                breaker,
+                per_try,
+                deadline,
+            } = plan;
+            let chain_refs: Vec<&Arc<str>> = chain.iter().collect();
+            let (svc, i) = match self.choose(&resolved, &chain_refs, &subset, &tried) {
+                Ok(x) => x,
+                Err(e) => return retry::Attempt::Refused(e),
+            };
             let Some(ep) = svc.endpoints.get(i) else {
-                return Err(MeshError::Internal);
+                return retry::Attempt::Refused(MeshError::Internal);
             };
-            let (mut parts, body) = match first.take() {
-                Some(p) => p,
-                None => return Err(MeshError::Internal),
+            self.counters(&svc.name).1.increment(1);
+            let breaker = breaker.map(|p| self.breaker(&route_key, &svc.name, p));
+            let permit = match breaker.as_ref().map(|b| b.try_acquire()) {
+                None => None,
+                Some(Ok(p)) => Some(p),
+                Some(Err(left)) => {
+                    return retry::Attempt::Refused(MeshError::Unavailable {
+                        detail: format!("the circuit breaker of service `{}` is open", svc.name),
+                        retry_after: Some(left),
+                    });
+                }
             };
-            // Keep a copy of the head to try elsewhere if connecting fails.
-            let again = (replayable && attempt + 1 < CONNECT_ATTEMPTS).then(|| {
-                let mut p = Request::new(());
-                *p.method_mut() = parts.method.clone();
-                *p.uri_mut() = parts.uri.clone();
-                *p.version_mut() = parts.version;
-                *p.headers_mut() = parts.headers.clone();
-                p.into_parts().0
-            });
-            parts.uri = endpoint_uri(&ep.spec.address, &parts.uri)?;
-            if svc.h2c {
-                parts.version = http::Version::HTTP_2;
-            } else if parts.version == http::Version::HTTP_2 {
-                parts.version = http::Version::HTTP_11;
-            }
-            let client = if svc.h2c { &self.h2c } else { &self.http1 };
-            let mut guard = ep.state.start(self.dir.clock);
-            let fut = client.request(Request::from_parts(parts, body));
-            let result = match remaining {
-                Some(r) => match tokio::time::timeout(r, fut).await {
-                    Ok(res) => res,
-                    Err(_) => {
-                        return Err(MeshError::Timeout {
-                            detail: format!("service `{}` did not answer in time", svc.name),
+            let _slot = match svc.max_concurrent {
+                None => None,
+                Some(max) => match self.bulkhead(&svc.name, max).try_acquire() {
+                    Some(p) => Some(p),
+                    None => {
+                        metrics::counter!("apimesh.bulkhead.rejected").increment(1);
+                        return retry::Attempt::Refused(MeshError::Unavailable {
+                            detail: format!(
+                                "service `{}` has {max} requests in flight, its limit",
+                                svc.name
+                            ),
+                            retry_after: None,
                         });
                     }
                 },
-                None => fut.await,
+            };
+            let mut req = Request::new(body);
+            *req.method_mut() = head.method.clone();
+            *req.version_mut() = if svc.h2c {
+                http::Version::HTTP_2
+            } else if head.version == http::Version::HTTP_2 {
+                http::Version::HTTP_11
+            } else {
+                head.version
+            };
+            *req.headers_mut() = head.headers.clone();
+            match endpoint_uri(&ep.spec.address, &head.uri) {
+                Ok(uri) => *req.uri_mut() = uri,
+                Err(e) => return retry::Attempt::Refused(e),
+            }
+            retry::mark_attempt(&mut req, n);
+            if let Some(d) = deadline {
+                refresh_deadline(req.headers_mut(), d, &self.live.load());
+            }
+            let client = if svc.h2c { &self.h2c } else { &self.http1 };
+            let mut guard = ep.state.start(self.dir.clock);
+            let fut = client.request(req.map(UnsyncBoxBody::new));
+            let limit = match (per_try, deadline) {
+                (Some(t), Some(d)) => Some(
+                    d.saturating_duration_since(tokio::time::Instant::now())
+                        .min(t),
+                ),
+                (t, _) => t,
+            };
+            let result = match limit {
+                Some(l) => match tokio::time::timeout(l, fut).await {
+                    Ok(r) => Ok(r),
+                    Err(_) => Err(()),
+                },
+                None => Ok(fut.await),
             };
             let now = self.dir.clock.now();
+            let record = |failed: bool| {
+                if let (Some(b), Some(p)) = (&breaker, permit) {
+                    b.record(
+                        p,
+                        if failed {
+                            Outcome::Failure
+                        } else {
+                            Outcome::Success
+                        },
+                    );
+                }
+            };
             match result {
-                Ok(resp) => {
+                Err(()) => {
+                    drop(guard);
+                    svc.failure(i, now);
+                    record(true);
+                    tried.add(&ep.state);
+                    retry::Attempt::Failed(MeshError::Timeout {
+                        detail: format!("service `{}` did not answer in time", svc.name),
+                    })
+                }
+                Ok(Ok(resp)) => {
                     guard.responded();
                     if matches!(resp.status().as_u16(), 502..=504) {
                         svc.failure(i, now);
+                        tried.add(&ep.state);
                     } else {
                         svc.success(i, now);
                     }
-                    return Ok(resp.map(MeshBody::inner));
+                    let failed = breaker
+                        .as_ref()
+                        .is_some_and(|b| response_failed(b.policy(), &resp));
+                    record(failed);
+                    retry::Attempt::Response(resp.map(MeshBody::inner))
                 }
-                Err(e) if e.is_connect() => {
+                Ok(Err(e)) if e.is_connect() => {
                     drop(guard);
                     svc.failure(i, now);
+                    record(true);
+                    tried.add(&ep.state);
                     tracing::debug!(service = %svc.name, endpoint = %ep.spec.id, error = %e, "connect failed");
-                    match again {
-                        Some(p) => {
-                            tried.push((svc.name.clone(), i));
-                            first = Some((
-                                p,
-                                UnsyncBoxBody::new(
-                                    http_body_util::Empty::new()
-                                        .map_err(|e: Infallible| match e {}),
-                                ),
-                            ));
-                        }
-                        None => {
-                            return Err(MeshError::Unavailable {
-                                detail: format!(
-                                    "could not connect to service `{}` (endpoint `{}`)",
-                                    svc.name, ep.spec.id
-                                ),
-                                retry_after: None,
-                            });
-                        }
-                    }
+                    retry::Attempt::NotSent(MeshError::Unavailable {
+                        detail: format!(
+                            "could not connect to service `{}` (endpoint `{}`)",
+                            svc.name, ep.spec.id
+                        ),
+                        retry_after: None,
+                    })
                 }
-                Err(e) if body_too_large(&e) => {
-                    return Err(MeshError::PayloadTooLarge {
-                        limit: snapshot.gateway().max_body,
-                    });
+                Ok(Err(e)) if body_too_large(&e) => {
+                    drop(guard);
+                    retry::Attempt::Refused(MeshError::PayloadTooLarge {
+                        limit: self.live.load().gateway().max_body,
+                    })
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
+                    drop(guard);
                     svc.failure(i, now);
+                    record(true);
+                    tried.add(&ep.state);
                     tracing::debug!(service = %svc.name, endpoint = %ep.spec.id, error = %e, "upstream failed");
-                    return Err(MeshError::BadGateway {
+                    retry::Attempt::Failed(MeshError::BadGateway {
                         detail: format!("service `{}` failed to answer", svc.name),
-                    });
+                    })
                 }
             }
         }
-        Err(MeshError::Unavailable {
-            detail: format!("could not connect to service `{primary}`"),
-            retry_after: None,
-        })
+    }
+
+    /// The retry budget of a route (kept while its policy is unchanged).
+    fn budget(&self, key: &Arc<str>, p: &RetryPolicy) -> Arc<RetryBudget> {
+        let entry = self.budgets.get(key).map(|e| e.value().clone());
+        match entry {
+            Some((ratio, min, b)) if ratio == p.budget_ratio && min == p.budget_min_per_second => b,
+            _ => {
+                let b = Arc::new(RetryBudget::new(p.budget_ratio, p.budget_min_per_second));
+                self.budgets.insert(
+                    key.clone(),
+                    (p.budget_ratio, p.budget_min_per_second, b.clone()),
+                );
+                b
+            }
+        }
+    }
+
+    /// The breaker of a route's destination service (kept while its policy is unchanged).
+    fn breaker(
+        &self,
+        route: &Arc<str>,
+        service: &Arc<str>,
+        p: CircuitBreakerPolicy,
+    ) -> Arc<CircuitBreaker> {
+        let key = (route.clone(), service.clone());
+        if let Some(b) = self.breakers.get(&key)
+            && b.policy() == &p
+        {
+            return b.clone();
+        }
+        let b = Arc::new(CircuitBreaker::new(p));
+        self.breakers.insert(key, b.clone());
+        b
+    }
+
+    /// The bulkhead of a service (kept while its size is unchanged).
+    fn bulkhead(&self, service: &Arc<str>, max: u32) -> Arc<Bulkhead> {
+        if let Some(b) = self.bulkheads.get(service)
+            && b.max() == max
+        {
+            return b.clone();
+        }
+        let b = Arc::new(Bulkhead::new(max));
+        self.bulkheads.insert(service.clone(), b.clone());
+        b
+    }
+
+    /// Requests and attempts counters of a service.
+    fn counters(&self, service: &Arc<str>) -> (metrics::Counter, metrics::Counter) {
+        if let Some(c) = self.counters.get(service) {
+            return c.clone();
+        }
+        let labels = [("service", service.to_string())];
+        let c = (
+            metrics::counter!("apimesh.client.requests", &labels),
+            metrics::counter!("apimesh.client.attempts", &labels),
+        );
+        self.counters.insert(service.clone(), c.clone());
+        c
     }
 
     /// The endpoint for a request: the first service of `chain` with a
@@ -443,20 +676,30 @@ impl Shared {
         resolved: &Arc<Resolved>,
         chain: &[&Arc<str>],
         subset: &[(String, String)],
-        tried: &[(Arc<str>, usize)],
+        tried: &Tried,
     ) -> Result<(Arc<ServiceEndpoints>, usize), MeshError> {
         let now = self.dir.clock.now();
         let spill = self.live.load().locality_spill();
-        for panic in [false, true] {
+        // Healthy and untried first; then healthy again; then ejected ones
+        // rather than nothing.
+        for (panic, avoid_tried) in [(false, true), (false, false), (true, true), (true, false)] {
+            if avoid_tried && tried.is_empty() && panic {
+                continue;
+            }
             for (pos, name) in chain.iter().enumerate() {
                 let Some(svc) = resolved.services.get(*name) else {
                     continue;
                 };
-                let exclude: Vec<usize> = tried
-                    .iter()
-                    .filter(|(s, _)| s == *name)
-                    .map(|(_, i)| *i)
-                    .collect();
+                let exclude: Vec<usize> = if avoid_tried && !tried.is_empty() {
+                    svc.endpoints
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, ep)| tried.contains(&ep.state))
+                        .map(|(i, _)| i)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 let pick = Pick {
                     svc,
                     subset: if pos == 0 { subset } else { &[] },
@@ -519,7 +762,7 @@ impl Shared {
         let service = m.service.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let Ok((svc, i)) = this.choose(&resolved, &[&service], &[], &[]) else {
+            let Ok((svc, i)) = this.choose(&resolved, &[&service], &[], &Tried::default()) else {
                 return;
             };
             let Some(ep) = svc.endpoints.get(i) else {
@@ -558,6 +801,57 @@ fn body_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
         cur = err.source();
     }
     false
+}
+
+/// The endpoints a request tried, by the address of their state: a retry
+/// prefers another one. Lock-free; remembers the first eight.
+#[derive(Debug, Default)]
+pub(crate) struct Tried {
+    slots: [AtomicUsize; 8],
+    len: AtomicUsize,
+}
+
+impl Tried {
+    fn add(&self, state: &Arc<EndpointState>) {
+        let at = self.len.fetch_add(1, Ordering::AcqRel);
+        if let Some(slot) = self.slots.get(at) {
+            slot.store(Arc::as_ptr(state) as usize, Ordering::Release);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Acquire) == 0
+    }
+
+    fn contains(&self, state: &Arc<EndpointState>) -> bool {
+        let p = Arc::as_ptr(state) as usize;
+        self.slots.iter().any(|s| s.load(Ordering::Acquire) == p)
+    }
+}
+
+/// What one attempt needs, owned (hedged attempts overlap).
+struct AttemptPlan {
+    n: u32,
+    resolved: Arc<Resolved>,
+    chain: Arc<[Arc<str>]>,
+    subset: Arc<[(String, String)]>,
+    head: Arc<http::request::Parts>,
+    body: RetryBody,
+    tried: Arc<Tried>,
+    route_key: Arc<str>,
+    breaker: Option<CircuitBreakerPolicy>,
+    per_try: Option<Duration>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+/// Writes the deadline left at `deadline` into the attempt's headers.
+fn refresh_deadline(headers: &mut HeaderMap, deadline: tokio::time::Instant, snapshot: &Snapshot) {
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if is_grpc(headers) {
+        headers.insert("grpc-timeout", format_grpc_timeout(left));
+    } else if let Some(h) = &snapshot.propagation().deadline {
+        headers.insert(h.clone(), HeaderValue::from(left.as_millis().max(1) as u64));
+    }
 }
 
 /// A mirrored copy in flight; frees its slot when done.

@@ -2,7 +2,7 @@
 //! with load and health state that outlives snapshot changes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,6 +50,8 @@ pub(crate) struct EndpointState {
     in_flight: AtomicU32,
     rtt_bits: AtomicU64,
     stamp: AtomicU64,
+    /// Whether `rtt_bits` holds a measurement rather than the default.
+    measured: AtomicBool,
     failures: AtomicU32,
     ejected_until: AtomicU64,
     ejections: AtomicU32,
@@ -62,6 +64,7 @@ impl EndpointState {
             in_flight: AtomicU32::new(0),
             rtt_bits: AtomicU64::new(DEFAULT_RTT_NS.to_bits()),
             stamp: AtomicU64::new(0),
+            measured: AtomicBool::new(false),
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
@@ -92,6 +95,12 @@ impl EndpointState {
             prev * w + rtt_ns * (1.0 - w)
         };
         self.rtt_bits.store(next.to_bits(), Ordering::Relaxed);
+        self.measured.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a response was ever timed (else the latency is a guess).
+    pub(crate) fn measured(&self) -> bool {
+        self.measured.load(Ordering::Relaxed)
     }
 
     pub(crate) fn healthy(&self, now: u64) -> bool {
@@ -174,6 +183,7 @@ pub(crate) struct Ep {
 pub(crate) struct ServiceEndpoints {
     pub(crate) name: Arc<str>,
     pub(crate) h2c: bool,
+    pub(crate) max_concurrent: Option<u32>,
     pub(crate) outlier: OutlierPolicy,
     pub(crate) endpoints: Vec<Ep>,
 }
@@ -323,6 +333,7 @@ impl Directory {
                 Arc::new(ServiceEndpoints {
                     name: svc.name.clone(),
                     h2c: svc.h2c,
+                    max_concurrent: svc.max_concurrent,
                     outlier: svc.outlier,
                     endpoints,
                 }),
