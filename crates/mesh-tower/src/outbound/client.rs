@@ -1194,16 +1194,81 @@ impl ClientResponse {
 }
 
 impl Outbound {
-    /// `GET /mesh/endpoints`: every endpoint with its zone, health and load.
+    /// `GET /mesh/endpoints` (every endpoint with its zone, health and
+    /// load) and `GET /mesh/circuits` (breakers, retry budgets, bulkheads
+    /// and ejected endpoints).
     pub fn admin_router(&self) -> axum::Router {
-        let this = self.clone();
-        axum::Router::new().route(
-            "/mesh/endpoints",
-            axum::routing::get(move || {
-                let this = this.clone();
-                async move { axum::Json(serde_json::json!({ "endpoints": this.endpoints() })) }
-            }),
-        )
+        let (a, b) = (self.clone(), self.clone());
+        axum::Router::new()
+            .route(
+                "/mesh/endpoints",
+                axum::routing::get(move || {
+                    let this = a.clone();
+                    async move { axum::Json(serde_json::json!({ "endpoints": this.endpoints() })) }
+                }),
+            )
+            .route(
+                "/mesh/circuits",
+                axum::routing::get(move || {
+                    let this = b.clone();
+                    async move { axum::Json(this.circuits()) }
+                }),
+            )
+    }
+
+    /// Breakers, retry budgets, bulkheads and ejected endpoints, as JSON.
+    pub fn circuits(&self) -> serde_json::Value {
+        let sh = &self.shared;
+        let mut breakers: Vec<_> = sh
+            .breakers
+            .iter()
+            .map(|e| {
+                let (route, service) = e.key();
+                serde_json::json!({
+                    "route": &**route,
+                    "service": &**service,
+                    "status": e.value().status(),
+                })
+            })
+            .collect();
+        breakers.sort_by_key(|v| v.to_string());
+        let mut budgets: Vec<_> = sh
+            .budgets
+            .iter()
+            .map(|e| {
+                let (ratio, min, budget) = e.value();
+                serde_json::json!({
+                    "route": &**e.key(),
+                    "ratio": ratio,
+                    "min_per_second": min,
+                    "window": budget.status(),
+                })
+            })
+            .collect();
+        budgets.sort_by_key(|v| v.to_string());
+        let mut bulkheads: Vec<_> = sh
+            .bulkheads
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "service": &**e.key(),
+                    "max": e.value().max(),
+                    "in_flight": e.value().in_flight(),
+                })
+            })
+            .collect();
+        bulkheads.sort_by_key(|v| v.to_string());
+        let ejected: Vec<_> = self
+            .endpoints()
+            .into_iter()
+            .filter(|e| !e.healthy)
+            .collect();
+        serde_json::json!({
+            "breakers": breakers,
+            "retry_budgets": budgets,
+            "bulkheads": bulkheads,
+            "ejected_endpoints": ejected,
+        })
     }
 }
 
