@@ -60,6 +60,7 @@ pub mod layers {
     pub use mesh_tower::inbound;
     pub use mesh_tower::outbound;
     pub use mesh_tower::ratelimit;
+    pub use mesh_tower::resilience;
     pub use mesh_tower::version;
 }
 
