@@ -98,12 +98,33 @@ impl Pick<'_> {
             let outside =
                 |i: usize, ep: &Ep| candidate(i, ep) && in_tier(next)(ep) && !in_tier(tier)(ep);
             if let Some(far) = self.p2c(within[next] - within[tier], outside)
-                && self.cost(local) > self.spill * self.cost(far)
+                && self.spills(local, far)
             {
                 return Some(far);
             }
         }
         Some(local)
+    }
+
+    /// Whether `near` is more than `spill` times costlier than `far`.
+    ///
+    /// Until both have answered, load alone (requests in flight ÷ weight)
+    /// decides: an endpoint never measured has only the default latency
+    /// guess, which real latencies (a first request's connect, a busy
+    /// host) easily exceed twice, and comparing with it would move an idle
+    /// zone's traffic to a tier the client knows nothing about.
+    fn spills(&self, near: usize, far: usize) -> bool {
+        let (Some(n), Some(f)) = (self.svc.endpoints.get(near), self.svc.endpoints.get(far)) else {
+            return false;
+        };
+        if n.state.measured() && f.state.measured() {
+            self.cost(near) > self.spill * self.cost(far)
+        } else {
+            let load = |ep: &Ep| {
+                (f64::from(ep.state.in_flight()) + 1.0) / f64::from(ep.spec.weight.max(1))
+            };
+            load(n) > self.spill * load(f)
+        }
     }
 
     fn cost(&self, i: usize) -> f64 {

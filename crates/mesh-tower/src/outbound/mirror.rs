@@ -59,8 +59,8 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
         if let Poll::Ready(ready) = &polled {
             let msg = match ready {
                 Some(Ok(frame)) => match frame.data_ref() {
@@ -72,10 +72,21 @@ where
                 Some(Err(_)) => None,
                 None => Some(Msg::End),
             };
+            // hyper stops polling a body once it says it has ended (after
+            // its last data frame, or trailers), so the `None` that would
+            // end the copy may never come: end it with the last frame.
+            let last = match ready {
+                Some(Ok(frame)) => frame.is_trailers() || this.inner.is_end_stream(),
+                _ => false,
+            };
             let keep = match (msg, this.tx.as_ref()) {
                 (Some(m), Some(tx)) => {
                     let end = matches!(m, Msg::End);
-                    tx.try_send(m).is_ok() && !end
+                    let sent = tx.try_send(m).is_ok();
+                    if sent && last {
+                        let _ = tx.try_send(Msg::End);
+                    }
+                    sent && !end && !last
                 }
                 _ => false,
             };
@@ -123,5 +134,48 @@ impl Body for ShadowBody {
 
     fn is_end_stream(&self) -> bool {
         self.done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    /// Polls `body` as hyper does: frame by frame until it says it has
+    /// ended, never asking for the final `None`.
+    async fn drain_like_hyper<B: Body<Data = Bytes> + Unpin>(mut body: B) -> Vec<Bytes>
+    where
+        B::Error: std::fmt::Debug,
+    {
+        let mut out = Vec::new();
+        while !body.is_end_stream() {
+            match body.frame().await {
+                Some(Ok(f)) => out.extend(f.into_data().ok()),
+                Some(Err(e)) => panic!("{e:?}"),
+                None => break,
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn the_copy_ends_cleanly_when_the_real_body_is_not_polled_to_its_end() {
+        // Regression: the copy of a one-frame body failed as "abandoned",
+        // because hyper never polls past a body's last frame.
+        let (real, shadow) = tee(Full::new(Bytes::from_static(b"order 1")));
+        assert_eq!(
+            drain_like_hyper(real).await,
+            [Bytes::from_static(b"order 1")]
+        );
+        let copy = shadow.collect().await.unwrap().to_bytes();
+        assert_eq!(copy, Bytes::from_static(b"order 1"));
+    }
+
+    #[tokio::test]
+    async fn the_copy_fails_when_the_real_body_is_dropped_early() {
+        let (real, shadow) = tee(Full::new(Bytes::from_static(b"order 1")));
+        drop(real);
+        assert!(shadow.collect().await.is_err());
     }
 }
