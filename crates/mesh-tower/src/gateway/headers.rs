@@ -312,6 +312,22 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), FramingError> {
     }
 }
 
+/// Whether every transfer coding of the request is `chunked`.
+///
+/// hyper's server decodes `chunked` and nothing else, and
+/// `Transfer-Encoding` is removed as hop-by-hop before forwarding, so a
+/// request sent with `gzip, chunked` would reach the upstream as a body
+/// still gzip-coded but no longer labelled so. The gateway refuses such
+/// requests instead (RFC 9112 §6.1: a transfer coding the server does not
+/// implement).
+pub(crate) fn only_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| list_elements(value.as_bytes()))
+        .all(|coding| coding.eq_ignore_ascii_case(b"chunked"))
+}
+
 /// `1*DIGIT` that fits in a `u64`.
 fn is_length(bytes: &[u8]) -> bool {
     !bytes.is_empty()
@@ -674,6 +690,20 @@ mod tests {
                 "{fields:?}"
             );
         }
+    }
+
+    #[test]
+    fn only_chunked_codings() {
+        assert!(only_chunked(&HeaderMap::new()));
+        assert!(only_chunked(&map(&[("transfer-encoding", "Chunked")])));
+        assert!(!only_chunked(&map(&[(
+            "transfer-encoding",
+            "gzip, chunked"
+        )])));
+        assert!(!only_chunked(&map(&[
+            ("transfer-encoding", "deflate"),
+            ("transfer-encoding", "chunked")
+        ])));
     }
 
     #[test]

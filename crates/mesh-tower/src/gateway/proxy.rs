@@ -10,6 +10,7 @@ use mesh_core::{MeshError, is_grpc};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::headers::only_chunked;
 use super::{
     EncodedSlashes, PathPolicy, Semicolons, append_forwarded, check_framing,
     normalize_path_and_query, remove_hop_by_hop,
@@ -21,7 +22,9 @@ use crate::future::{AddHeaders, StageFuture};
 /// The front stage of the edge gateway, placed before `mesh.inbound()`:
 ///
 /// 1. refuses HTTP/1 requests whose framing two parsers could read
-///    differently (400, see [`check_framing`]);
+///    differently (400, see [`check_framing`]), and those with a transfer
+///    coding other than `chunked` (400: it would not be decoded, and
+///    `Transfer-Encoding` is not forwarded);
 /// 2. normalises the path per `[gateway]` (400 for what the policy
 ///    refuses), so routes are matched on, and the upstream receives, one
 ///    spelling of it;
@@ -100,12 +103,17 @@ where
         let policy = *snapshot.gateway();
         let grpc = is_grpc(req.headers());
         let reject = |e: MeshError| StageFuture::ready(e.to_response(grpc));
-        if req.version() <= Version::HTTP_11
-            && let Err(e) = check_framing(req.headers())
-        {
-            return reject(MeshError::BadRequest {
-                detail: e.to_string(),
-            });
+        if req.version() <= Version::HTTP_11 {
+            if let Err(e) = check_framing(req.headers()) {
+                return reject(MeshError::BadRequest {
+                    detail: e.to_string(),
+                });
+            }
+            if !only_chunked(req.headers()) {
+                return reject(MeshError::BadRequest {
+                    detail: "transfer codings other than 'chunked' are not supported".into(),
+                });
+            }
         }
         let path_policy = PathPolicy::new()
             .encoded_slashes(if policy.keep_encoded_slashes {

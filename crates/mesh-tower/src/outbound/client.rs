@@ -384,8 +384,17 @@ impl Shared {
         let replay = if retryable {
             retry::buffer(body, retry_policy.replay_limit)
                 .await
-                .map_err(|_| MeshError::BadRequest {
-                    detail: "the request body could not be read".into(),
+                .map_err(|e| {
+                    // The gateway's body cap, passed while buffering.
+                    if body_too_large(&*e) {
+                        MeshError::PayloadTooLarge {
+                            limit: snapshot.gateway().max_body,
+                        }
+                    } else {
+                        MeshError::BadRequest {
+                            detail: "the request body could not be read".into(),
+                        }
+                    }
                 })?
         } else if body.is_end_stream() {
             retry::Replay::Whole(retry::ReplayBody::empty())
