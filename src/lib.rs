@@ -36,6 +36,7 @@ use std::sync::Arc;
 pub use mesh_core as core;
 pub use mesh_core::{Config, ConfigError, MeshError, Registry, RegistryStatus, Snapshot};
 pub use mesh_tower::gateway::GatewayLayer;
+pub use mesh_tower::observe::{ObserveLayer, Stats};
 pub use mesh_tower::outbound::{ClientResponse, Outbound};
 
 /// The service [`Mesh::gateway`] returns.
@@ -48,7 +49,19 @@ pub use mesh_tower::{
 };
 
 /// Registry backends.
+///
+/// With the `etcd` feature, [`EtcdRegistry`](registry::EtcdRegistry) keeps a
+/// fleet on one catalog in etcd. To announce this instance, keep the
+/// registry in an `Arc`, give a clone to [`MeshBuilder::registry`] and call
+/// [`EtcdRegistry::register`](registry::EtcdRegistry::register) on it; see
+/// `docs/registry.md`.
 pub mod registry {
+    pub use mesh_core::RejectedKey;
+    #[cfg(feature = "etcd")]
+    pub use mesh_registry::{
+        AdminError, ApplyReport, EtcdAdmin, EtcdOptions, EtcdRegistry, EtcdRegistryError,
+        EtcdStats, Kind, Registration,
+    };
     pub use mesh_registry::{FileRegistry, FileRegistryError, FileWatchOptions, MemoryRegistry};
 }
 
@@ -86,6 +99,10 @@ pub struct MeshBuilder {
     registry: Option<Arc<dyn Registry>>,
     unmatched: Unmatched,
     locality: Locality,
+    admin_token: Option<String>,
+    admin_public: bool,
+    #[cfg(feature = "prometheus")]
+    prometheus: bool,
     #[cfg(feature = "redis")]
     redis: Option<String>,
 }
@@ -129,6 +146,31 @@ impl MeshBuilder {
             region: (!region.is_empty()).then(|| region.into()),
             zone: (!zone.is_empty()).then(|| zone.into()),
         };
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on every admin route
+    /// (`mesh.admin()`, `mesh.serve_admin(..)`), the dashboard included
+    /// (open it as `/mesh/dashboard#token=<token>`).
+    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
+        self.admin_token = Some(token.into()).filter(|t| !t.is_empty());
+        self
+    }
+
+    /// Lets `mesh.serve_admin(..)` bind a non-loopback address (off by
+    /// default: the admin API shows config and traffic). Set an
+    /// [`admin_token`](Self::admin_token) too.
+    pub fn admin_public(mut self, public: bool) -> Self {
+        self.admin_public = public;
+        self
+    }
+
+    /// Installs the Prometheus recorder as the process's `metrics`
+    /// recorder, served at `GET /mesh/metrics` (default on). Turn it off
+    /// to install a recorder of your own.
+    #[cfg(feature = "prometheus")]
+    pub fn prometheus(mut self, on: bool) -> Self {
+        self.prometheus = on;
         self
     }
 
@@ -186,6 +228,13 @@ impl MeshBuilder {
                 versions_prep.prepare(&snapshot);
             }
         });
+        let stats = Stats::new();
+        stats.spawn_ticker();
+        let observe = ObserveLayer::new(live.clone(), stats.clone());
+        #[cfg(feature = "prometheus")]
+        if self.prometheus {
+            prometheus_handle();
+        }
         let outbound = Outbound::builder(live.clone())
             .caller(service.as_str())
             .locality(self.locality)
@@ -205,6 +254,10 @@ impl MeshBuilder {
                 limits,
                 versions,
                 outbound,
+                stats,
+                observe,
+                admin_token: self.admin_token,
+                admin_public: self.admin_public,
             }),
         })
     }
@@ -228,6 +281,10 @@ struct Inner {
     limits: RateLimitLayer,
     versions: VersionLayer,
     outbound: Outbound,
+    stats: Stats,
+    observe: ObserveLayer,
+    admin_token: Option<String>,
+    admin_public: bool,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -247,6 +304,10 @@ impl Mesh {
             registry: None,
             unmatched: Unmatched::default(),
             locality: Locality::default(),
+            admin_token: None,
+            admin_public: false,
+            #[cfg(feature = "prometheus")]
+            prometheus: true,
             #[cfg(feature = "redis")]
             redis: None,
         }
@@ -268,6 +329,7 @@ impl Mesh {
             self.inner.limits.clone(),
         )
         .versions(self.inner.versions.clone())
+        .observe(self.inner.observe.clone())
     }
 
     /// A client for the mesh service `service`: its mesh routes (splits,
@@ -368,23 +430,131 @@ impl Mesh {
         self.inner.registry.status().borrow().clone()
     }
 
-    /// The admin router: `GET /mesh/health`, `GET /mesh/config`,
-    /// `GET /mesh/catalog`, `GET /mesh/usage`, `GET /mesh/limits`,
-    /// `GET /mesh/endpoints`. Serve it on a loopback listener of its own.
+    /// The admin router: `GET /mesh/health`, `/mesh/config`,
+    /// `/mesh/catalog`, `/mesh/usage`, `/mesh/limits`, `/mesh/endpoints`,
+    /// `/mesh/circuits`, `/mesh/metrics` (Prometheus), `/mesh/stats` and
+    /// `/mesh/dashboard`; behind the bearer token when one is set. Serve it
+    /// on a loopback listener of its own ([`serve_admin`](Self::serve_admin)).
     pub fn admin(&self) -> axum::Router {
-        mesh_tower::admin::router(
+        let outbound = self.inner.outbound.clone();
+        let live = self.inner.live.clone();
+        let status = self.inner.registry.status();
+        let extra: Arc<dyn Fn() -> serde_json::Value + Send + Sync> = Arc::new(move || {
+            let snapshot = live.load();
+            let registry = status.borrow().clone();
+            let circuits = outbound.circuits();
+            serde_json::json!({
+                "revision": snapshot.revision(),
+                "registry": registry,
+                "breakers": circuits.get("breakers").cloned().unwrap_or_default(),
+                "endpoints": outbound.endpoints(),
+            })
+        });
+        let router = mesh_tower::admin::router(
             &self.inner.service,
             self.inner.live.clone(),
             self.inner.registry.status(),
         )
         .merge(self.inner.limits.admin_router())
         .merge(self.inner.outbound.admin_router())
+        .merge(mesh_tower::admin::dashboard_router(
+            self.inner.stats.clone(),
+            extra,
+        ))
+        .route(
+            "/mesh/metrics",
+            axum::routing::get(|| async {
+                #[cfg(feature = "prometheus")]
+                if let Some(h) = prometheus_handle() {
+                    return (
+                        http::StatusCode::OK,
+                        [(
+                            http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        h.render(),
+                    );
+                }
+                (
+                    http::StatusCode::NOT_FOUND,
+                    [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    "no Prometheus recorder: build with the `prometheus` feature and leave \
+                     MeshBuilder::prometheus on\n"
+                        .to_owned(),
+                )
+            }),
+        );
+        match &self.inner.admin_token {
+            Some(t) => mesh_tower::admin::require_bearer(router, t),
+            None => router,
+        }
+    }
+
+    /// Serves [`admin`](Self::admin) on `addr` until the future is dropped.
+    /// Refuses a non-loopback address unless the builder's
+    /// [`admin_public`](MeshBuilder::admin_public) is set.
+    pub async fn serve_admin(&self, addr: std::net::SocketAddr) -> std::io::Result<()> {
+        if !addr.ip().is_loopback() && !self.inner.admin_public {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "the admin API binds to loopback only; {addr} needs MeshBuilder::admin_public(true) (and an admin_token)"
+                ),
+            ));
+        }
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        axum::serve(listener, self.admin()).await
+    }
+
+    /// The traffic statistics behind the dashboard.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
     }
 
     /// The rate-limit layer the inbound chain uses (for `evict_idle`, `keys`).
     pub fn limits(&self) -> &RateLimitLayer {
         &self.inner.limits
     }
+}
+
+/// The process's Prometheus recorder, installed on first use (a process
+/// has one global `metrics` recorder; when another is installed already,
+/// there is none and `/mesh/metrics` says so).
+#[cfg(feature = "prometheus")]
+fn prometheus_handle() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("duration".into()),
+                    &mesh_tower::observe::DURATION_BUCKETS,
+                )
+                .ok()?;
+            match builder.install_recorder() {
+                Ok(handle) => {
+                    // Histograms need upkeep now and then.
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        let h = handle.clone();
+                        rt.spawn(async move {
+                            let mut every =
+                                tokio::time::interval(std::time::Duration::from_secs(5));
+                            loop {
+                                every.tick().await;
+                                h.run_upkeep();
+                            }
+                        });
+                    }
+                    Some(handle)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "not installing the Prometheus recorder");
+                    None
+                }
+            }
+        })
+        .as_ref()
 }
 
 /// Compiles the README's examples as doctests.

@@ -41,9 +41,32 @@ pub struct Config {
     /// Mesh-wide settings: trusted proxies.
     #[serde(default, skip_serializing_if = "MeshSettings::is_default")]
     pub mesh: MeshSettings,
+    /// Telemetry settings: labels and the access log.
+    #[serde(default, skip_serializing_if = "ObservabilitySettings::is_default")]
+    pub observability: ObservabilitySettings,
     /// Edge-gateway settings: request limits and path normalisation.
     #[serde(default, skip_serializing_if = "GatewaySettings::is_default")]
     pub gateway: GatewaySettings,
+}
+
+/// Telemetry settings (`[observability]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ObservabilitySettings {
+    /// Label request metrics with `apimesh.consumer` (default false). The
+    /// values are bounded by the consumers of the registry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub consumer_label: bool,
+    /// Share of requests (0–1) that get an access-log event (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_sample: Option<f64>,
+}
+
+impl ObservabilitySettings {
+    fn is_default(&self) -> bool {
+        self == &ObservabilitySettings::default()
+    }
 }
 
 /// Settings of the edge gateway (`examples/gateway.rs`, `Mesh::gateway`).

@@ -608,6 +608,12 @@ fn compile(c: &Config, cx: &mut Cx) -> Compiled {
         }
     }
 
+    if let Some(x) = c.observability.access_log_sample
+        && !(0.0..=1.0).contains(&x)
+    {
+        cx.err("observability.access_log_sample", "must be between 0 and 1");
+    }
+
     // Gateway settings.
     let g = &c.gateway;
     let mut gateway = GatewayPolicy {

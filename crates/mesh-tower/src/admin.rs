@@ -10,10 +10,12 @@
 //! Serve it on a separate, loopback-only listener; later versions add
 //! metrics, the catalog and the dashboard here.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::routing::get;
-use mesh_core::RegistryStatus;
+use mesh_core::{MeshError, RegistryStatus};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -169,4 +171,100 @@ async fn openapi(
         "application/yaml"
     };
     ([(http::header::CONTENT_TYPE, content_type)], text).into_response()
+}
+
+/// Requires `Authorization: Bearer <token>` on every route of `router`
+/// (401 with a problem body otherwise). Tokens are compared by their
+/// SHA-256 digests, so the comparison leaks nothing about the token.
+pub fn require_bearer(router: axum::Router, token: &str) -> axum::Router {
+    let want = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let want: Arc<[u8]> = want.as_ref().into();
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let want = want.clone();
+            async move {
+                let given = req
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| {
+                        v.strip_prefix("Bearer ")
+                            .or_else(|| v.strip_prefix("bearer "))
+                    })
+                    .map(|t| {
+                        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, t.trim().as_bytes())
+                    });
+                match given {
+                    Some(d) if d.as_ref() == &*want => next.run(req).await,
+                    _ => {
+                        let e = MeshError::Unauthenticated {
+                            bearer_error: Some("invalid_token"),
+                            challenge: Some("Bearer realm=\"apimesh-admin\"".into()),
+                            detail: "the admin API needs its bearer token".into(),
+                        };
+                        e.to_problem_response().map(axum::body::Body::from)
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// The dashboard page: one self-contained HTML document (styles and
+/// scripts inline, no CDN), polling `GET /mesh/stats`.
+pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+/// `GET /mesh/dashboard` (the page) and `GET /mesh/stats` (its data: per
+/// route time series, traffic per version, top consumers, breakers,
+/// endpoints by zone, the registry revision), from `stats` and `extra`,
+/// a function giving the JSON the mesh adds (breakers, endpoints, registry).
+pub fn dashboard_router(
+    stats: crate::observe::Stats,
+    extra: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/mesh/dashboard",
+            get(|| async {
+                (
+                    [
+                        (http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                        (http::header::CACHE_CONTROL, "no-store"),
+                    ],
+                    DASHBOARD_HTML,
+                )
+            }),
+        )
+        .route(
+            "/mesh/stats",
+            get(move |q: axum::extract::Query<StatsQuery>| {
+                let (stats, extra) = (stats.clone(), extra.clone());
+                async move {
+                    let seconds = q.seconds.unwrap_or(120).clamp(1, 300);
+                    let mut out = json!({
+                        "now": std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64),
+                        "routes": stats.routes(seconds),
+                        "versions": stats.versions().into_iter().map(|(api, version, requests)| {
+                            json!({ "api": api, "version": version, "requests": requests })
+                        }).collect::<Vec<_>>(),
+                        "consumers": stats.top_consumers(10).into_iter().map(|(consumer, requests)| {
+                            json!({ "consumer": consumer, "requests": requests })
+                        }).collect::<Vec<_>>(),
+                    });
+                    if let (Some(o), serde_json::Value::Object(more)) = (out.as_object_mut(), extra()) {
+                        o.extend(more);
+                    }
+                    Json(out)
+                }
+            }),
+        )
+}
+
+/// Query of `GET /mesh/stats`.
+#[derive(Debug, serde::Deserialize)]
+pub struct StatsQuery {
+    /// Seconds of history (default 120, at most 300).
+    pub seconds: Option<usize>,
 }

@@ -20,6 +20,7 @@ pub mod gateway;
 pub mod inbound;
 mod live;
 mod macros;
+pub mod observe;
 pub mod outbound;
 pub mod ratelimit;
 pub mod resilience;

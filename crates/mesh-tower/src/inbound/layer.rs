@@ -49,7 +49,7 @@ impl<S> Layer<S> for InboundLayer {
 }
 
 /// The whole inbound policy chain a mesh puts in front of a service:
-/// route match, then authentication, then rate limits and quotas, then
+/// metrics, trace and access log, then route match, then authentication, then rate limits and quotas, then
 /// the API version's lifecycle, then the route's fault injection, then the
 /// [`CallContext`](crate::CallContext)
 /// (deadline, trace, consumer) that outbound calls made while serving the
@@ -64,6 +64,7 @@ pub struct MeshInboundLayer {
     versions: crate::version::VersionLayer,
     context: crate::outbound::ContextLayer,
     faults: crate::resilience::FaultLayer,
+    observe: crate::observe::ObserveLayer,
 }
 
 impl MeshInboundLayer {
@@ -77,12 +78,23 @@ impl MeshInboundLayer {
     ) -> Self {
         MeshInboundLayer {
             context: crate::outbound::ContextLayer::new(routes.live.clone()),
+            observe: crate::observe::ObserveLayer::new(
+                routes.live.clone(),
+                crate::observe::Stats::new(),
+            ),
             routes,
             auth,
             limits,
             versions: crate::version::VersionLayer::from_routes(),
             faults: crate::resilience::FaultLayer::from_routes(),
         }
+    }
+
+    /// Uses `observe` for the metrics, trace and access-log stage (e.g. one
+    /// feeding the admin dashboard's statistics).
+    pub fn observe(mut self, observe: crate::observe::ObserveLayer) -> Self {
+        self.observe = observe;
+        self
     }
 
     /// Uses `faults` for the fault-injection stage (e.g. one with a fixed
@@ -99,10 +111,14 @@ impl MeshInboundLayer {
     }
 }
 
-type Chain<S> = Inbound<
-    crate::auth::Auth<
-        crate::ratelimit::RateLimit<
-            crate::version::Versioned<crate::resilience::Fault<crate::outbound::ContextService<S>>>,
+type Chain<S> = crate::observe::Observe<
+    Inbound<
+        crate::auth::Auth<
+            crate::ratelimit::RateLimit<
+                crate::version::Versioned<
+                    crate::resilience::Fault<crate::outbound::ContextService<S>>,
+                >,
+            >,
         >,
     >,
 >;
@@ -114,7 +130,9 @@ impl<S> Layer<S> for MeshInboundLayer {
         let versioned = self
             .versions
             .layer(self.faults.layer(self.context.layer(inner)));
-        self.routes
-            .layer(self.auth.layer(self.limits.layer(versioned)))
+        self.observe.layer(
+            self.routes
+                .layer(self.auth.layer(self.limits.layer(versioned))),
+        )
     }
 }

@@ -78,6 +78,12 @@ where
         let snapshot = self.cache.load();
         match MatchedRoute::find(snapshot, &req) {
             Some(matched) => {
+                if let Some(o) = req
+                    .extensions()
+                    .get::<std::sync::Arc<crate::observe::Observed>>()
+                {
+                    o.set_route(&matched);
+                }
                 req.extensions_mut().insert(matched);
             }
             None => {

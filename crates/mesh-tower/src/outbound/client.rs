@@ -329,6 +329,15 @@ impl Shared {
                 },
             };
 
+        // The gateway's access log learns the destination and attempts.
+        let observed = req
+            .extensions()
+            .get::<Arc<crate::observe::Observed>>()
+            .cloned();
+        if let Some(o) = &observed {
+            let _ = o.destination.set(primary.clone());
+        }
+
         // Deadline: the caller's, and the route's total timeout.
         let policy = route.map(Route::policy);
         let timeouts = policy.and_then(|p| p.timeout);
@@ -440,6 +449,7 @@ impl Shared {
                     breaker: breaker_policy.clone(),
                     per_try,
                     deadline,
+                    observed: observed.clone(),
                 })
             },
         );
@@ -457,162 +467,161 @@ impl Shared {
     /// One attempt: an endpoint (not one tried before), the destination's
     /// breaker and bulkhead, the call with its per-try timeout, and the
     /// outcome recorded for the breaker and the endpoint's health.
-    fn attempt(
-        self: Arc<Self>,
-        plan: AttemptPlan,
-    ) -> impl Future<Output = retry::Attempt<ClientBody>> + Send + 'static {
-        async move {
-            let AttemptPlan {
-                n,
-                resolved,
-                chain,
-                subset,
-                head,
-                body,
-                tried,
-                route_key,
-                breaker,
-                per_try,
-                deadline,
-            } = plan;
-            let chain_refs: Vec<&Arc<str>> = chain.iter().collect();
-            let (svc, i) = match self.choose(&resolved, &chain_refs, &subset, &tried) {
-                Ok(x) => x,
-                Err(e) => return retry::Attempt::Refused(e),
-            };
-            let Some(ep) = svc.endpoints.get(i) else {
-                return retry::Attempt::Refused(MeshError::Internal);
-            };
-            self.counters(&svc.name).1.increment(1);
-            let breaker = breaker.map(|p| self.breaker(&route_key, &svc.name, p));
-            let permit = match breaker.as_ref().map(|b| b.try_acquire()) {
-                None => None,
-                Some(Ok(p)) => Some(p),
-                Some(Err(left)) => {
+    async fn attempt(self: Arc<Self>, plan: AttemptPlan) -> retry::Attempt<ClientBody> {
+        let AttemptPlan {
+            n,
+            resolved,
+            chain,
+            subset,
+            head,
+            body,
+            tried,
+            route_key,
+            breaker,
+            per_try,
+            deadline,
+            observed,
+        } = plan;
+        if let Some(o) = &observed {
+            o.attempts.fetch_add(1, Ordering::Relaxed);
+        }
+        let chain_refs: Vec<&Arc<str>> = chain.iter().collect();
+        let (svc, i) = match self.choose(&resolved, &chain_refs, &subset, &tried) {
+            Ok(x) => x,
+            Err(e) => return retry::Attempt::Refused(e),
+        };
+        let Some(ep) = svc.endpoints.get(i) else {
+            return retry::Attempt::Refused(MeshError::Internal);
+        };
+        self.counters(&svc.name).1.increment(1);
+        let breaker = breaker.map(|p| self.breaker(&route_key, &svc.name, p));
+        let permit = match breaker.as_ref().map(|b| b.try_acquire()) {
+            None => None,
+            Some(Ok(p)) => Some(p),
+            Some(Err(left)) => {
+                return retry::Attempt::Refused(MeshError::Unavailable {
+                    detail: format!("the circuit breaker of service `{}` is open", svc.name),
+                    retry_after: Some(left),
+                });
+            }
+        };
+        let _slot = match svc.max_concurrent {
+            None => None,
+            Some(max) => match self.bulkhead(&svc.name, max).try_acquire() {
+                Some(p) => Some(p),
+                None => {
+                    metrics::counter!("apimesh.bulkhead.rejected").increment(1);
                     return retry::Attempt::Refused(MeshError::Unavailable {
-                        detail: format!("the circuit breaker of service `{}` is open", svc.name),
-                        retry_after: Some(left),
-                    });
-                }
-            };
-            let _slot = match svc.max_concurrent {
-                None => None,
-                Some(max) => match self.bulkhead(&svc.name, max).try_acquire() {
-                    Some(p) => Some(p),
-                    None => {
-                        metrics::counter!("apimesh.bulkhead.rejected").increment(1);
-                        return retry::Attempt::Refused(MeshError::Unavailable {
-                            detail: format!(
-                                "service `{}` has {max} requests in flight, its limit",
-                                svc.name
-                            ),
-                            retry_after: None,
-                        });
-                    }
-                },
-            };
-            let mut req = Request::new(body);
-            *req.method_mut() = head.method.clone();
-            *req.version_mut() = if svc.h2c {
-                http::Version::HTTP_2
-            } else if head.version == http::Version::HTTP_2 {
-                http::Version::HTTP_11
-            } else {
-                head.version
-            };
-            *req.headers_mut() = head.headers.clone();
-            match endpoint_uri(&ep.spec.address, &head.uri) {
-                Ok(uri) => *req.uri_mut() = uri,
-                Err(e) => return retry::Attempt::Refused(e),
-            }
-            retry::mark_attempt(&mut req, n);
-            if let Some(d) = deadline {
-                refresh_deadline(req.headers_mut(), d, &self.live.load());
-            }
-            let client = if svc.h2c { &self.h2c } else { &self.http1 };
-            let mut guard = ep.state.start(self.dir.clock);
-            let fut = client.request(req.map(UnsyncBoxBody::new));
-            let limit = match (per_try, deadline) {
-                (Some(t), Some(d)) => Some(
-                    d.saturating_duration_since(tokio::time::Instant::now())
-                        .min(t),
-                ),
-                (t, _) => t,
-            };
-            let result = match limit {
-                Some(l) => match tokio::time::timeout(l, fut).await {
-                    Ok(r) => Ok(r),
-                    Err(_) => Err(()),
-                },
-                None => Ok(fut.await),
-            };
-            let now = self.dir.clock.now();
-            let record = |failed: bool| {
-                if let (Some(b), Some(p)) = (&breaker, permit) {
-                    b.record(
-                        p,
-                        if failed {
-                            Outcome::Failure
-                        } else {
-                            Outcome::Success
-                        },
-                    );
-                }
-            };
-            match result {
-                Err(()) => {
-                    drop(guard);
-                    svc.failure(i, now);
-                    record(true);
-                    tried.add(&ep.state);
-                    retry::Attempt::Failed(MeshError::Timeout {
-                        detail: format!("service `{}` did not answer in time", svc.name),
-                    })
-                }
-                Ok(Ok(resp)) => {
-                    guard.responded();
-                    if matches!(resp.status().as_u16(), 502..=504) {
-                        svc.failure(i, now);
-                        tried.add(&ep.state);
-                    } else {
-                        svc.success(i, now);
-                    }
-                    let failed = breaker
-                        .as_ref()
-                        .is_some_and(|b| response_failed(b.policy(), &resp));
-                    record(failed);
-                    retry::Attempt::Response(resp.map(MeshBody::inner))
-                }
-                Ok(Err(e)) if e.is_connect() => {
-                    drop(guard);
-                    svc.failure(i, now);
-                    record(true);
-                    tried.add(&ep.state);
-                    tracing::debug!(service = %svc.name, endpoint = %ep.spec.id, error = %e, "connect failed");
-                    retry::Attempt::NotSent(MeshError::Unavailable {
                         detail: format!(
-                            "could not connect to service `{}` (endpoint `{}`)",
-                            svc.name, ep.spec.id
+                            "service `{}` has {max} requests in flight, its limit",
+                            svc.name
                         ),
                         retry_after: None,
-                    })
+                    });
                 }
-                Ok(Err(e)) if body_too_large(&e) => {
-                    drop(guard);
-                    retry::Attempt::Refused(MeshError::PayloadTooLarge {
-                        limit: self.live.load().gateway().max_body,
-                    })
-                }
-                Ok(Err(e)) => {
-                    drop(guard);
+            },
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = head.method.clone();
+        *req.version_mut() = if svc.h2c {
+            http::Version::HTTP_2
+        } else if head.version == http::Version::HTTP_2 {
+            http::Version::HTTP_11
+        } else {
+            head.version
+        };
+        *req.headers_mut() = head.headers.clone();
+        match endpoint_uri(&ep.spec.address, &head.uri) {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(e) => return retry::Attempt::Refused(e),
+        }
+        retry::mark_attempt(&mut req, n);
+        if let Some(d) = deadline {
+            refresh_deadline(req.headers_mut(), d, &self.live.load());
+        }
+        let client = if svc.h2c { &self.h2c } else { &self.http1 };
+        let mut guard = ep.state.start(self.dir.clock);
+        let fut = client.request(req.map(UnsyncBoxBody::new));
+        let limit = match (per_try, deadline) {
+            (Some(t), Some(d)) => Some(
+                d.saturating_duration_since(tokio::time::Instant::now())
+                    .min(t),
+            ),
+            (t, _) => t,
+        };
+        let result = match limit {
+            Some(l) => match tokio::time::timeout(l, fut).await {
+                Ok(r) => Ok(r),
+                Err(_) => Err(()),
+            },
+            None => Ok(fut.await),
+        };
+        let now = self.dir.clock.now();
+        let record = |failed: bool| {
+            if let (Some(b), Some(p)) = (&breaker, permit) {
+                b.record(
+                    p,
+                    if failed {
+                        Outcome::Failure
+                    } else {
+                        Outcome::Success
+                    },
+                );
+            }
+        };
+        match result {
+            Err(()) => {
+                drop(guard);
+                svc.failure(i, now);
+                record(true);
+                tried.add(&ep.state);
+                retry::Attempt::Failed(MeshError::Timeout {
+                    detail: format!("service `{}` did not answer in time", svc.name),
+                })
+            }
+            Ok(Ok(resp)) => {
+                guard.responded();
+                if matches!(resp.status().as_u16(), 502..=504) {
                     svc.failure(i, now);
-                    record(true);
                     tried.add(&ep.state);
-                    tracing::debug!(service = %svc.name, endpoint = %ep.spec.id, error = %e, "upstream failed");
-                    retry::Attempt::Failed(MeshError::BadGateway {
-                        detail: format!("service `{}` failed to answer", svc.name),
-                    })
+                } else {
+                    svc.success(i, now);
                 }
+                let failed = breaker
+                    .as_ref()
+                    .is_some_and(|b| response_failed(b.policy(), &resp));
+                record(failed);
+                retry::Attempt::Response(resp.map(MeshBody::inner))
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                drop(guard);
+                svc.failure(i, now);
+                record(true);
+                tried.add(&ep.state);
+                tracing::debug!(service = %svc.name, endpoint = %ep.spec.id, error = %e, "connect failed");
+                retry::Attempt::NotSent(MeshError::Unavailable {
+                    detail: format!(
+                        "could not connect to service `{}` (endpoint `{}`)",
+                        svc.name, ep.spec.id
+                    ),
+                    retry_after: None,
+                })
+            }
+            Ok(Err(e)) if body_too_large(&e) => {
+                drop(guard);
+                retry::Attempt::Refused(MeshError::PayloadTooLarge {
+                    limit: self.live.load().gateway().max_body,
+                })
+            }
+            Ok(Err(e)) => {
+                drop(guard);
+                svc.failure(i, now);
+                record(true);
+                tried.add(&ep.state);
+                tracing::debug!(service = %svc.name, endpoint = %ep.spec.id, error = %e, "upstream failed");
+                retry::Attempt::Failed(MeshError::BadGateway {
+                    detail: format!("service `{}` failed to answer", svc.name),
+                })
             }
         }
     }
@@ -851,6 +860,7 @@ struct AttemptPlan {
     breaker: Option<CircuitBreakerPolicy>,
     per_try: Option<Duration>,
     deadline: Option<tokio::time::Instant>,
+    observed: Option<Arc<crate::observe::Observed>>,
 }
 
 /// Writes the deadline left at `deadline` into the attempt's headers.

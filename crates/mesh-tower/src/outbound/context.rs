@@ -285,6 +285,18 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some(o) = req.extensions().get::<Arc<crate::observe::Observed>>() {
+            if let Some(c) = req
+                .extensions()
+                .get::<Principal>()
+                .and_then(|p| p.consumer.clone())
+            {
+                let _ = o.consumer.set(c);
+            }
+            if let Some(v) = req.extensions().get::<crate::ApiVersion>() {
+                let _ = o.version.set(v.clone());
+            }
+        }
         let ctx = match req.extensions().get::<crate::MatchedRoute>() {
             Some(m) => CallContext::from_request(&req, m.snapshot()),
             None => CallContext::from_request(&req, &self.live.load()),

@@ -382,14 +382,18 @@ impl CircuitBreaker {
 mod tests {
     use super::*;
 
+    fn policy(mode: BreakerMode) -> CircuitBreakerPolicy {
+        let mut p = CircuitBreakerPolicy::default();
+        p.mode = mode;
+        p
+    }
+
     fn consecutive(n: u32) -> CircuitBreakerPolicy {
-        CircuitBreakerPolicy {
-            mode: BreakerMode::Consecutive(n),
-            open: Duration::from_secs(1),
-            max_open: Duration::from_secs(3),
-            half_open_probes: 2,
-            ..CircuitBreakerPolicy::default()
-        }
+        let mut p = policy(BreakerMode::Consecutive(n));
+        p.open = Duration::from_secs(1);
+        p.max_open = Duration::from_secs(3);
+        p.half_open_probes = 2;
+        p
     }
 
     fn call(b: &CircuitBreaker, outcome: Outcome) -> bool {
@@ -447,14 +451,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn rate_mode_needs_min_calls() {
-        let b = CircuitBreaker::new(CircuitBreakerPolicy {
-            mode: BreakerMode::Rate {
-                rate: 0.5,
-                window: 10,
-                min_calls: 6,
-            },
-            ..CircuitBreakerPolicy::default()
-        });
+        let b = CircuitBreaker::new(policy(BreakerMode::Rate {
+            rate: 0.5,
+            window: 10,
+            min_calls: 6,
+        }));
         for _ in 0..5 {
             assert!(call(&b, Outcome::Failure));
         }
@@ -465,14 +466,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn time_window_forgets_old_failures() {
-        let b = CircuitBreaker::new(CircuitBreakerPolicy {
-            mode: BreakerMode::RateOverTime {
-                rate: 0.5,
-                window: Duration::from_secs(2),
-                min_calls: 4,
-            },
-            ..CircuitBreakerPolicy::default()
-        });
+        let b = CircuitBreaker::new(policy(BreakerMode::RateOverTime {
+            rate: 0.5,
+            window: Duration::from_secs(2),
+            min_calls: 4,
+        }));
         for _ in 0..3 {
             assert!(call(&b, Outcome::Failure));
         }
@@ -486,10 +484,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn slow_calls_count_as_failures() {
-        let b = CircuitBreaker::new(CircuitBreakerPolicy {
-            slow_call: Some(Duration::from_millis(100)),
-            ..consecutive(1)
-        });
+        let mut p = consecutive(1);
+        p.slow_call = Some(Duration::from_millis(100));
+        let b = CircuitBreaker::new(p);
         let p = b.try_acquire().unwrap();
         tokio::time::advance(Duration::from_millis(150)).await;
         b.record(p, Outcome::Success);
