@@ -655,7 +655,7 @@ impl Shared {
         {
             return b.clone();
         }
-        let b = Arc::new(CircuitBreaker::new(p));
+        let b = Arc::new(CircuitBreaker::named(p, route, service));
         self.breakers.insert(key, b.clone());
         b
     }

@@ -76,6 +76,9 @@ pub struct CircuitBreaker {
     probes: AtomicU32,
     probe_successes: AtomicU32,
     transitions: AtomicU64,
+    /// `apimesh.breaker.state` (0 closed, 1 open, 2 half-open) and the
+    /// labels of `apimesh.breaker.transitions`, for a named breaker.
+    labels: Option<(metrics::Gauge, [(&'static str, String); 2])>,
 }
 
 /// A breaker's state for the admin API.
@@ -127,8 +130,21 @@ impl CircuitBreaker {
             probes: AtomicU32::new(0),
             probe_successes: AtomicU32::new(0),
             transitions: AtomicU64::new(0),
+            labels: None,
             policy,
         }
+    }
+
+    /// A breaker whose state is the gauge `apimesh.breaker.state{route,
+    /// service}` (0 closed, 1 open, 2 half-open) and whose transitions are
+    /// counted with those labels.
+    pub fn named(policy: CircuitBreakerPolicy, route: &str, service: &str) -> CircuitBreaker {
+        let labels = [("route", route.to_owned()), ("service", service.to_owned())];
+        let gauge = metrics::gauge!("apimesh.breaker.state", &labels);
+        gauge.set(0.0);
+        let mut b = CircuitBreaker::new(policy);
+        b.labels = Some((gauge, labels));
+        b
     }
 
     /// The policy.
@@ -346,7 +362,17 @@ impl CircuitBreaker {
 
     fn transition(&self, to: &'static str) {
         self.transitions.fetch_add(1, Ordering::AcqRel);
-        metrics::counter!("apimesh.breaker.transitions", "to" => to).increment(1);
+        match &self.labels {
+            Some((gauge, [(rk, rv), (sk, sv)])) => {
+                gauge.set(f64::from(self.state.load(Ordering::Acquire)));
+                metrics::counter!(
+                    "apimesh.breaker.transitions",
+                    "to" => to, *rk => rv.clone(), *sk => sv.clone()
+                )
+                .increment(1);
+            }
+            None => metrics::counter!("apimesh.breaker.transitions", "to" => to).increment(1),
+        }
         tracing::info!(state = to, "circuit breaker changed state");
     }
 
