@@ -47,5 +47,5 @@ pub mod units;
 
 pub use config::Config;
 pub use error::{ConfigError, FieldError, GrpcCode, MeshError, is_grpc};
-pub use registry::{Registry, RegistryStatus};
+pub use registry::{Registry, RegistryStatus, RejectedKey};
 pub use snapshot::{Destination, Endpoint, Route, Service, Snapshot, parse_key_digest, parse_net};

@@ -52,6 +52,32 @@ pub struct RegistryStatus {
     /// When the live snapshot was published.
     #[serde(with = "rfc3339_opt")]
     pub last_change: Option<SystemTime>,
+    /// Stored objects the live snapshot leaves out because they are invalid
+    /// (backends that store one object per key, such as etcd). Empty for
+    /// the memory and file registries, which reject a config whole.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rejected_keys: Vec<RejectedKey>,
+}
+
+/// One stored object a registry refused, and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct RejectedKey {
+    /// The key, e.g. `/apimesh/routes/orders`.
+    pub key: String,
+    /// Every problem found, e.g. a JSON syntax error or a field error such as
+    /// `match.path: must start with /`.
+    pub error: String,
+}
+
+impl RejectedKey {
+    /// A rejected key and its error.
+    pub fn new(key: impl Into<String>, error: impl Into<String>) -> RejectedKey {
+        RejectedKey {
+            key: key.into(),
+            error: error.into(),
+        }
+    }
 }
 
 impl RegistryStatus {

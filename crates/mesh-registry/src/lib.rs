@@ -6,7 +6,12 @@
 //!   the next revision within a second, an invalid or half-written one is
 //!   rejected (logged and counted) while the previous revision keeps serving.
 //!
-//! Both share one publishing path, so validation and last-known-good
+//! - `EtcdRegistry` (feature `etcd`): one catalog and policy set for a fleet,
+//!   one key per object under a prefix in etcd, with self-registration on
+//!   leases, compaction-safe watches, last-known-good per key and a disk
+//!   cache; `EtcdAdmin` and the `apimesh` command publish a config file to it.
+//!
+//! All share one publishing path, so validation and last-known-good
 //! behave the same everywhere:
 //!
 //! ```
@@ -32,9 +37,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod file;
 mod memory;
 mod publisher;
 
+#[cfg(feature = "etcd")]
+pub use etcd::{
+    AdminError, ApplyReport, EtcdAdmin, EtcdOptions, EtcdRegistry, EtcdRegistryError, EtcdStats,
+    Kind, Registration,
+};
 pub use file::{FileRegistry, FileRegistryError, FileWatchOptions};
 pub use memory::MemoryRegistry;

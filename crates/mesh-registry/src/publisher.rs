@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use mesh_core::{Config, ConfigError, RegistryStatus, Snapshot};
+use mesh_core::{Config, ConfigError, RegistryStatus, RejectedKey, Snapshot};
 use tokio::sync::watch;
 
 /// Validates configs and publishes them as snapshots with growing revisions.
@@ -76,6 +76,18 @@ impl Publisher {
         self.status.send_modify(|s| {
             s.rejected += 1;
             s.last_error = Some(message);
+        });
+    }
+
+    /// Replaces the list of stored objects left out of the live snapshot.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(crate) fn set_rejected_keys(&self, keys: Vec<RejectedKey>) {
+        self.status.send_if_modified(|s| {
+            if s.rejected_keys == keys {
+                return false;
+            }
+            s.rejected_keys = keys;
+            true
         });
     }
 }

@@ -1,0 +1,2 @@
+//! Fleet measurements (stub).
+fn main() {}
