@@ -1,5 +1,6 @@
 //! The circuit breaker: closed → open → half-open, without a lock.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -24,12 +25,48 @@ pub enum BreakerState {
 
 /// Permission to make one call, from [`CircuitBreaker::try_acquire`].
 /// Report its outcome with [`CircuitBreaker::record`]; a permit dropped
-/// unreported (a cancelled call) counts as neither.
+/// unreported (a cancelled call) counts as neither, and a half-open probe
+/// dropped so frees its place for another probe.
 #[derive(Debug)]
 #[must_use = "report the outcome with CircuitBreaker::record"]
 pub struct BreakerPermit {
-    probe: bool,
+    probe: Option<ProbeSlot>,
     started: Instant,
+}
+
+/// A half-open probe's place; freed when dropped, if its half-open phase
+/// is still the current one.
+#[derive(Debug)]
+struct ProbeSlot {
+    probes: Arc<AtomicU64>,
+    phase: u32,
+}
+
+impl ProbeSlot {
+    fn current(&self) -> bool {
+        phase_of(self.probes.load(Ordering::Acquire)) == self.phase
+    }
+}
+
+impl Drop for ProbeSlot {
+    fn drop(&mut self) {
+        let phase = self.phase;
+        let _ = self
+            .probes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                (phase_of(p) == phase && out_of(p) > 0).then(|| p - 1)
+            });
+    }
+}
+
+/// The half-open phase in a packed probe count.
+fn phase_of(probes: u64) -> u32 {
+    (probes >> 32) as u32
+}
+
+/// The probes out in a packed probe count.
+fn out_of(probes: u64) -> u32 {
+    probes as u32
 }
 
 /// How a call ended, for a breaker.
@@ -73,7 +110,9 @@ pub struct CircuitBreaker {
     opened_at: AtomicU64,
     open_for: AtomicU64,
     openings: AtomicU32,
-    probes: AtomicU32,
+    /// Half-open probes: the phase (high 32 bits, a new one at each
+    /// opening) and the probes out in it (low 32 bits).
+    probes: Arc<AtomicU64>,
     probe_successes: AtomicU32,
     transitions: AtomicU64,
     /// `apimesh.breaker.state` (0 closed, 1 open, 2 half-open) and the
@@ -127,7 +166,7 @@ impl CircuitBreaker {
             opened_at: AtomicU64::new(0),
             open_for: AtomicU64::new(0),
             openings: AtomicU32::new(0),
-            probes: AtomicU32::new(0),
+            probes: Arc::new(AtomicU64::new(0)),
             probe_successes: AtomicU32::new(0),
             transitions: AtomicU64::new(0),
             labels: None,
@@ -177,7 +216,7 @@ impl CircuitBreaker {
             match self.state.load(Ordering::Acquire) {
                 CLOSED => {
                     return Ok(BreakerPermit {
-                        probe: false,
+                        probe: None,
                         started,
                     });
                 }
@@ -195,22 +234,27 @@ impl CircuitBreaker {
                         .compare_exchange(OPEN, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
                     {
-                        self.probes.store(0, Ordering::Release);
-                        self.probe_successes.store(0, Ordering::Release);
                         self.transition("half_open");
                     }
                 }
                 _ => {
-                    let n = self.probes.fetch_add(1, Ordering::AcqRel);
-                    if n < self.policy.half_open_probes {
-                        return Ok(BreakerPermit {
-                            probe: true,
+                    let limit = self.policy.half_open_probes;
+                    let taken =
+                        self.probes
+                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                                (out_of(p) < limit).then(|| p + 1)
+                            });
+                    return match taken {
+                        Ok(p) => Ok(BreakerPermit {
+                            probe: Some(ProbeSlot {
+                                probes: self.probes.clone(),
+                                phase: phase_of(p),
+                            }),
                             started,
-                        });
-                    }
-                    self.probes.fetch_sub(1, Ordering::AcqRel);
-                    // Probes are out; try again shortly.
-                    return Err(Duration::from_millis(100).min(self.policy.open));
+                        }),
+                        // Probes are out; try again shortly.
+                        Err(_) => Err(Duration::from_millis(100).min(self.policy.open)),
+                    };
                 }
             }
         }
@@ -223,8 +267,9 @@ impl CircuitBreaker {
             .slow_call
             .is_some_and(|t| permit.started.elapsed() > t);
         let failed = outcome == Outcome::Failure || slow;
-        if permit.probe {
-            if self.state.load(Ordering::Acquire) != HALF_OPEN {
+        if let Some(slot) = &permit.probe {
+            // A probe of an earlier half-open phase no longer counts.
+            if self.state.load(Ordering::Acquire) != HALF_OPEN || !slot.current() {
                 return;
             }
             if failed {
@@ -239,10 +284,8 @@ impl CircuitBreaker {
                 self.reset_counts();
                 self.openings.store(0, Ordering::Release);
                 self.transition("closed");
-            } else {
-                // Let the next probe in.
-                self.probes.fetch_sub(1, Ordering::AcqRel);
             }
+            // Dropping the permit lets the next probe in.
             return;
         }
         if self.state.load(Ordering::Acquire) != CLOSED {
@@ -333,6 +376,13 @@ impl CircuitBreaker {
         {
             return;
         }
+        // The next half-open phase: no probes out, no successes yet.
+        let _ = self
+            .probes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                Some(u64::from(phase_of(p).wrapping_add(1)) << 32)
+            });
+        self.probe_successes.store(0, Ordering::Release);
         let n = self.openings.fetch_add(1, Ordering::AcqRel);
         let open = self
             .policy
@@ -459,6 +509,33 @@ mod tests {
         b.record(p2, Outcome::Success);
         assert_eq!(b.state(), BreakerState::Closed);
         assert_eq!(b.status().openings, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_probe_frees_its_place_and_stale_probes_do_not_count() {
+        let b = CircuitBreaker::new(consecutive(1));
+        assert!(call(&b, Outcome::Failure));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let p1 = b.try_acquire().unwrap();
+        let p2 = b.try_acquire().unwrap();
+        assert!(b.try_acquire().is_err());
+        drop(p1); // cancelled: no verdict, and a place for another probe
+        let p3 = b.try_acquire().unwrap();
+        // p2 fails: open again (2 s); p3 is of that earlier phase.
+        b.record(p2, Outcome::Failure);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let q1 = b.try_acquire().unwrap();
+        let q2 = b.try_acquire().unwrap();
+        b.record(p3, Outcome::Success);
+        assert_eq!(
+            b.state(),
+            BreakerState::HalfOpen,
+            "a stale probe is no verdict"
+        );
+        assert!(b.try_acquire().is_err(), "nor does it free a place");
+        b.record(q1, Outcome::Success);
+        b.record(q2, Outcome::Success);
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]

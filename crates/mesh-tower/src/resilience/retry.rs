@@ -362,10 +362,16 @@ where
     let hedge = policy
         .and_then(|p| p.hedge_after)
         .filter(|_| retryable && replayable && max > 1);
+    // Whether an outcome ends a hedged race: anything but a retryable
+    // answer, a failure or a refusal (the other attempt may still win).
+    let settles = |outcome: &Attempt<RB>| match outcome {
+        Attempt::Response(resp) => !policy.is_some_and(|p| retryable_response(p, resp)),
+        _ => false,
+    };
     let mut n = 0u32;
     loop {
         let outcome = match hedge {
-            Some(delay) if n == 0 => hedged(&mut attempt, delay, budget, &mut n).await,
+            Some(delay) if n == 0 => hedged(&mut attempt, delay, budget, &mut n, settles).await,
             _ => attempt(n).await,
         };
         n += 1;
@@ -410,13 +416,16 @@ where
 }
 
 /// The first attempt, and a second one if the first has not answered
-/// after `delay`: the first answer wins and the other is dropped
-/// (cancelled). The hedge takes from the retry budget.
+/// after `delay`: the first outcome that `settles` wins and the other
+/// attempt is dropped (cancelled). A failure, a retryable answer or a
+/// refusal (a full bulkhead, an open breaker) waits for the other attempt
+/// instead: it may still succeed. The hedge takes from the retry budget.
 async fn hedged<F, Fut, RB>(
     attempt: &mut F,
     delay: Duration,
     budget: Option<&super::RetryBudget>,
     n: &mut u32,
+    settles: impl Fn(&Attempt<RB>) -> bool,
 ) -> Attempt<RB>
 where
     F: FnMut(u32) -> Fut,
@@ -433,8 +442,19 @@ where
     metrics::counter!("apimesh.retry.hedges").increment(1);
     *n += 1;
     let mut second = Box::pin(attempt(1));
-    tokio::select! {
-        out = &mut first => out,
-        out = &mut second => out,
+    let (out, first_won) = tokio::select! {
+        out = &mut first => (out, true),
+        out = &mut second => (out, false),
+    };
+    if settles(&out) {
+        return out;
+    }
+    let later = if first_won { second.await } else { first.await };
+    // Both failed: go on with a failure rather than a refusal, so the
+    // retry loop may still try again.
+    if !settles(&later) && matches!(later, Attempt::Refused(_)) {
+        out
+    } else {
+        later
     }
 }

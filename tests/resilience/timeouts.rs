@@ -1,0 +1,122 @@
+//! Timeouts: the total deadline bounds the retries (504 at the deadline,
+//! not later), the per-try timeout moves on to another attempt.
+
+use std::time::Duration;
+
+use apimesh::layers::resilience::{RetryLayer, TimeoutLayer};
+use http::Method;
+use tokio::time::Instant;
+use tower::Layer;
+
+use crate::support::{self, Hits, Mock, call, grpc_request, policy, request};
+
+#[tokio::test(start_paused = true)]
+async fn retries_end_with_504_at_the_total_deadline() {
+    // Each attempt takes 300 ms and fails; ten attempts would take > 3 s.
+    let mock = Mock::new(|_| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        support::status(503)
+    });
+    let retry = RetryLayer::new(
+        policy(r#"retry = { attempts = 10, backoff = "50ms", max_backoff = "50ms", budget_ratio = 10 }"#)
+            .retry
+            .unwrap(),
+    );
+    let svc = TimeoutLayer::new(Duration::from_secs(1)).layer(retry.layer(mock.clone()));
+    let start = Instant::now();
+    let resp = call(&svc, request(Method::GET)).await;
+    assert_eq!(resp.status(), 504);
+    assert_eq!(start.elapsed(), Duration::from_secs(1), "at the deadline");
+    let calls = mock.calls();
+    assert!(
+        calls.len() >= 3,
+        "retried while time was left: {}",
+        calls.len()
+    );
+    assert!(calls.iter().all(|c| c.at - start < Duration::from_secs(1)));
+    // Nothing more happens after the deadline: the attempt in flight was cancelled.
+    let before = mock.count();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(mock.count(), before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grpc_timeout_shorter_than_the_layer_wins() {
+    let mock = Mock::new(|_| async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        support::grpc_status(0)
+    });
+    let svc = TimeoutLayer::new(Duration::from_secs(2)).layer(mock);
+    let mut req = grpc_request();
+    req.headers_mut()
+        .insert("grpc-timeout", "200m".parse().unwrap());
+    let start = Instant::now();
+    let resp = call(&svc, req).await;
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    assert_eq!(resp.status(), 200, "a trailers-only gRPC status");
+    assert_eq!(resp.headers()["grpc-status"], "4", "DEADLINE_EXCEEDED");
+}
+
+#[tokio::test]
+async fn the_client_answers_504_at_the_route_total_timeout() {
+    let hits = Hits::default();
+    let h = hits.clone();
+    let slow = support::serve(axum::Router::new().fallback(move || {
+        let h = h.clone();
+        async move {
+            h.hit();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            "late"
+        }
+    }))
+    .await;
+    let mesh = support::mesh(&format!(
+        "[[services]]\nname = \"inventory\"\nendpoints = {}\n{}",
+        support::endpoints(&[&slow]),
+        support::mesh_route("inventory", "retry = {}\ntimeout = { total = \"1s\" }"),
+    ))
+    .await;
+    let start = std::time::Instant::now();
+    let err = mesh.client("inventory").get("/").send().await.unwrap_err();
+    let took = start.elapsed();
+    assert_eq!(err.status(), 504, "{err:?}");
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_millis(2500),
+        "answered after {took:?}, not at the 1 s deadline"
+    );
+}
+
+#[tokio::test]
+async fn a_per_try_timeout_moves_on_to_another_attempt() {
+    // The first request the upstream sees hangs; later ones answer at once.
+    let hits = Hits::default();
+    let h = hits.clone();
+    let up = support::serve(axum::Router::new().fallback(move || {
+        let h = h.clone();
+        async move {
+            if h.hit() == 0 {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+            "ok"
+        }
+    }))
+    .await;
+    let mesh = support::mesh(&format!(
+        "[[services]]\nname = \"inventory\"\nendpoints = {}\n{}",
+        support::endpoints(&[&up]),
+        support::mesh_route(
+            "inventory",
+            "retry = {}\ntimeout = { total = \"5s\", per_try = \"300ms\" }"
+        ),
+    ))
+    .await;
+    let start = std::time::Instant::now();
+    let resp = mesh.client("inventory").get("/").send().await.unwrap();
+    let took = start.elapsed();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(hits.get(), 2);
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_secs(3),
+        "answered after {took:?}"
+    );
+}
