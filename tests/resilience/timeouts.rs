@@ -41,6 +41,25 @@ async fn retries_end_with_504_at_the_total_deadline() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_retry_after_beyond_the_timeout_layer_returns_the_answer_at_once() {
+    // The retry layer learns the timeout layer's deadline from the call
+    // context: it does not wait 5 s for a retry it could never finish.
+    let mock = Mock::new(|_| async {
+        let mut r = support::status(503);
+        r.headers_mut()
+            .insert(http::header::RETRY_AFTER, "5".parse().unwrap());
+        r
+    });
+    let retry = RetryLayer::new(policy("retry = {}").retry.unwrap());
+    let svc = TimeoutLayer::new(Duration::from_secs(1)).layer(retry.layer(mock.clone()));
+    let start = Instant::now();
+    let resp = call(&svc, request(Method::GET)).await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(mock.count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_grpc_timeout_shorter_than_the_layer_wins() {
     let mock = Mock::new(|_| async {
         tokio::time::sleep(Duration::from_secs(5)).await;

@@ -47,7 +47,10 @@ pub(crate) fn response_failed<B>(policy: &CircuitBreakerPolicy, resp: &Response<
 // ---- Timeout ---------------------------------------------------------------
 
 /// Ends a request that takes longer than `total` (or than the request's
-/// own `grpc-timeout`, if sooner) with 504 / `DEADLINE_EXCEEDED`.
+/// own `grpc-timeout`, if sooner) with 504 / `DEADLINE_EXCEEDED`. The
+/// inner service runs with the deadline in its
+/// [`CallContext`](crate::CallContext), so a [`RetryLayer`] or a mesh
+/// client inside does not wait past it.
 #[derive(Debug, Clone, Copy)]
 pub struct TimeoutLayer {
     total: Duration,
@@ -81,7 +84,7 @@ pin_project! {
     /// The future of [`Timeout`].
     pub struct TimeoutFuture<F> {
         #[pin]
-        inner: tokio::time::Timeout<F>,
+        inner: tokio::time::Timeout<tokio::task::futures::TaskLocalFuture<crate::CallContext, F>>,
         grpc: bool,
     }
 }
@@ -126,9 +129,13 @@ where
             .get("grpc-timeout")
             .and_then(|v| parse_grpc_timeout(v.as_bytes()));
         let limit = own.map_or(self.total, |o| o.min(self.total));
+        // Inner layers (a retry layer, a mesh client) see the deadline.
+        let ctx = crate::CallContext::current()
+            .unwrap_or_default()
+            .with_timeout(limit);
         TimeoutFuture {
             grpc: is_grpc(req.headers()),
-            inner: tokio::time::timeout(limit, self.inner.call(req)),
+            inner: tokio::time::timeout(limit, ctx.scope(self.inner.call(req))),
         }
     }
 }
@@ -366,7 +373,10 @@ where
 /// in `replay_limit` are buffered and sent again on a connect error, a
 /// failed attempt or a listed status, after full-jitter backoff or the
 /// server's `Retry-After` / `grpc-retry-pushback-ms`; a hedged second
-/// attempt when `hedge_after` is set. The inner service receives
+/// attempt when `hedge_after` is set. A wait that would outlive the
+/// request's deadline (its `grpc-timeout`, or the task's
+/// [`CallContext`](crate::CallContext)) is not taken: the answer is
+/// returned instead. The inner service receives
 /// [`RetryBody`]; on a tonic `Channel`, map it with
 /// `tonic::body::Body::new` first.
 #[derive(Debug, Clone)]
@@ -438,6 +448,19 @@ where
         let layer = self.layer.clone();
         Box::pin(async move {
             let grpc = is_grpc(req.headers());
+            // The request's own deadline (`grpc-timeout`) and the task's
+            // call context bound the backoff and the pushback.
+            let now = tokio::time::Instant::now();
+            let own = req
+                .headers()
+                .get("grpc-timeout")
+                .and_then(|v| parse_grpc_timeout(v.as_bytes()))
+                .and_then(|t| now.checked_add(t));
+            let ctx = crate::outbound::CallContext::current().and_then(|c| c.deadline);
+            let deadline = match (own, ctx) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let (parts, body) = req.into_parts();
             let retryable = retry::retryable_request(&layer.policy, &parts.method, &parts.headers);
             let replay = if retryable {
@@ -467,7 +490,7 @@ where
                 Some(&budget),
                 retryable,
                 replayable,
-                None,
+                deadline,
                 move |n| {
                     let body = match (&whole, once.take()) {
                         (Some(w), _) => RetryBody::replay(w.body()),
