@@ -123,7 +123,7 @@ async fn an_update_reaches_three_registries_as_one_snapshot() {
         eventually(5, "the new routes", || route_ids(r).len() == 4).await;
     }
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
     for r in &regs {
         // Revision 1 was the listing; the burst is one or two more, not four.
         assert!(r.snapshot().revision() <= 3, "{}", r.snapshot().revision());
@@ -407,7 +407,7 @@ async fn registrations_leave_discovery_at_once_or_within_their_ttl() {
         endpoints_of(&observer, "inventory").len() == 1
     })
     .await;
-    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     drop(other);
     eventually(2, "dropped registration revoked", || {
         observer.snapshot().service("billing").is_none()

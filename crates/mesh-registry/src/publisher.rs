@@ -64,6 +64,34 @@ impl Publisher {
         }
     }
 
+    /// Publishes a snapshot the caller built (and so validated) with
+    /// [`next_revision`](Self::next_revision); one built for another
+    /// revision (another update came first) is built again.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(crate) fn publish_built(&self, snapshot: Snapshot) -> Result<u64, ConfigError> {
+        let guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let next = self.snapshots.borrow().revision() + 1;
+        if snapshot.revision() != next {
+            drop(guard);
+            return self.publish(Ok(snapshot.config().as_ref().clone()));
+        }
+        self.status.send_modify(|s| {
+            s.applied += 1;
+            s.last_change = Some(SystemTime::now());
+        });
+        self.snapshots.send_replace(Arc::new(snapshot));
+        metrics::counter!("apimesh.registry.updates", "outcome" => "applied").increment(1);
+        metrics::gauge!("apimesh.registry.revision").set(next as f64);
+        tracing::info!(revision = next, "registry published a new snapshot");
+        Ok(next)
+    }
+
+    /// The revision the next published snapshot gets.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(crate) fn next_revision(&self) -> u64 {
+        self.snapshots.borrow().revision() + 1
+    }
+
     /// Records an update that could not even be read (e.g. a missing file).
     pub(crate) fn reject(&self, message: String) {
         let live = self.snapshots.borrow().revision();

@@ -102,7 +102,7 @@ pub struct EtcdOptions {
     /// Deadline of each etcd request (default 5 s).
     pub request_timeout: Duration,
     /// After an event, wait this long for more before building a snapshot
-    /// (default 15 ms); further events restart the wait …
+    /// (default 10 ms); further events restart the wait …
     pub debounce: Duration,
     /// … but never delay a snapshot by more than this (default 100 ms).
     pub max_delay: Duration,
@@ -151,7 +151,7 @@ impl EtcdOptions {
             cache: None,
             start_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
-            debounce: Duration::from_millis(15),
+            debounce: Duration::from_millis(10),
             max_delay: Duration::from_millis(100),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),

@@ -23,8 +23,9 @@ pub(crate) enum Change {
 /// What a batch did.
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
-    /// The new config, when the applied objects changed.
-    pub(crate) config: Option<Config>,
+    /// The new snapshot, built at the revision asked for, when the applied
+    /// objects changed.
+    pub(crate) snapshot: Option<Snapshot>,
     /// Keys refused by this batch, with their errors.
     pub(crate) refused: Vec<(String, String)>,
 }
@@ -66,7 +67,11 @@ impl State {
 
     /// Replaces everything with a fresh listing: the difference from what
     /// is held is applied as one batch.
-    pub(crate) fn replace_all(&mut self, listing: BTreeMap<String, Vec<u8>>) -> Outcome {
+    pub(crate) fn replace_all(
+        &mut self,
+        listing: BTreeMap<String, Vec<u8>>,
+        revision: u64,
+    ) -> Outcome {
         let mut changes = Vec::new();
         let held: BTreeSet<String> = self
             .stored
@@ -84,11 +89,12 @@ impl State {
                 changes.push(Change::Put(key, value));
             }
         }
-        self.apply(changes)
+        self.apply(changes, revision)
     }
 
-    /// Applies a batch of changes (later changes to a key win).
-    pub(crate) fn apply(&mut self, changes: Vec<Change>) -> Outcome {
+    /// Applies a batch of changes (later changes to a key win); a new
+    /// snapshot is built at `revision`.
+    pub(crate) fn apply(&mut self, changes: Vec<Change>, revision: u64) -> Outcome {
         let mut latest: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
         for change in changes {
             match change {
@@ -150,10 +156,14 @@ impl State {
         }
 
         let mut blamed_rounds = 0;
+        let mut built = None;
         loop {
             let assembled = layout::assemble(&candidate);
-            let errors = match Snapshot::build(assembled.config.clone(), 1) {
-                Ok(_) => break,
+            let errors = match Snapshot::build(assembled.config.clone(), revision) {
+                Ok(s) => {
+                    built = Some(s);
+                    break;
+                }
                 Err(e) => e.errors(),
             };
             let mut per_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -188,14 +198,15 @@ impl State {
         for key in trial.keys() {
             self.rejected.remove(key);
         }
-        let config = if candidate != self.accepted {
+        let snapshot = if candidate != self.accepted {
             self.accepted = candidate;
-            Some(layout::assemble(&self.accepted).config)
+            // `built` is the final set unless the one-at-a-time path ran.
+            built
+                .or_else(|| Snapshot::build(layout::assemble(&self.accepted).config, revision).ok())
         } else {
             None
         };
-        // A key refused earlier and tried again is only news if its error changed.
-        Outcome { config, refused }
+        Outcome { snapshot, refused }
     }
 
     fn one_at_a_time(
@@ -281,20 +292,27 @@ mod tests {
     #[test]
     fn bad_values_keep_their_last_good_value_and_others_apply() {
         let mut s = State::default();
-        let o = s.apply(vec![
-            put("services/inv", r#"{"name":"inv"}"#),
-            put(
-                "routes/a",
-                r#"{"id":"a","match":{"path":"/a"},"destinations":[{"service":"inv"}]}"#,
-            ),
-        ]);
-        assert_eq!(o.config.unwrap().routes.len(), 1);
-        let o = s.apply(vec![
-            put("routes/a", r#"{"id":"a","match":{"path":"no-slash"}}"#),
-            put("routes/b", r#"{"id":"b","match":{"path":"/b"}}"#),
-            put("routes/c", "{not json"),
-        ]);
-        let c = o.config.unwrap();
+        let o = s.apply(
+            vec![
+                put("services/inv", r#"{"name":"inv"}"#),
+                put(
+                    "routes/a",
+                    r#"{"id":"a","match":{"path":"/a"},"destinations":[{"service":"inv"}]}"#,
+                ),
+            ],
+            1,
+        );
+        assert_eq!(o.snapshot.unwrap().config().routes.len(), 1);
+        let o = s.apply(
+            vec![
+                put("routes/a", r#"{"id":"a","match":{"path":"no-slash"}}"#),
+                put("routes/b", r#"{"id":"b","match":{"path":"/b"}}"#),
+                put("routes/c", "{not json"),
+            ],
+            1,
+        );
+        let snap = o.snapshot.unwrap();
+        let c = snap.config();
         assert_eq!(c.routes.len(), 2);
         assert_eq!(c.routes[0].matches.path.as_deref(), Some("/a"));
         assert_eq!(o.refused.len(), 2);
@@ -305,46 +323,55 @@ mod tests {
         );
         assert!(s.rejected()["routes/c"].contains("invalid JSON"));
         // Fixing the value clears the rejection.
-        let o = s.apply(vec![put(
-            "routes/a",
-            r#"{"id":"a","match":{"path":"/a2"}}"#,
-        )]);
+        let o = s.apply(
+            vec![put("routes/a", r#"{"id":"a","match":{"path":"/a2"}}"#)],
+            1,
+        );
         assert_eq!(
-            o.config.unwrap().routes[0].matches.path.as_deref(),
+            o.snapshot.unwrap().config().routes[0]
+                .matches
+                .path
+                .as_deref(),
             Some("/a2")
         );
         assert!(!s.rejected().contains_key("routes/a"));
         // Deleting the bad key clears it too.
-        s.apply(vec![Change::Delete("routes/c".into())]);
+        s.apply(vec![Change::Delete("routes/c".into())], 1);
         assert!(s.rejected().is_empty());
     }
 
     #[test]
     fn a_reference_to_a_later_object_applies_when_it_arrives() {
         let mut s = State::default();
-        let o = s.apply(vec![put(
-            "routes/a",
-            r#"{"id":"a","match":{"path":"/a"},"destinations":[{"service":"inv"}]}"#,
-        )]);
-        assert!(o.config.is_none());
+        let o = s.apply(
+            vec![put(
+                "routes/a",
+                r#"{"id":"a","match":{"path":"/a"},"destinations":[{"service":"inv"}]}"#,
+            )],
+            1,
+        );
+        assert!(o.snapshot.is_none());
         assert!(s.rejected().contains_key("routes/a"));
-        let o = s.apply(vec![put("services/inv", r#"{"name":"inv"}"#)]);
-        assert_eq!(o.config.unwrap().routes.len(), 1);
+        let o = s.apply(vec![put("services/inv", r#"{"name":"inv"}"#)], 1);
+        assert_eq!(o.snapshot.unwrap().config().routes.len(), 1);
         assert!(s.rejected().is_empty());
         // Deleting the service a route uses is refused; the service stays.
-        let o = s.apply(vec![Change::Delete("services/inv".into())]);
-        assert!(o.config.is_none());
+        let o = s.apply(vec![Change::Delete("services/inv".into())], 1);
+        assert!(o.snapshot.is_none());
         assert!(
             s.rejected()["services/inv"].starts_with("cannot delete"),
             "{:?}",
             s.rejected()
         );
         // Deleting both applies.
-        let o = s.apply(vec![
-            Change::Delete("services/inv".into()),
-            Change::Delete("routes/a".into()),
-        ]);
-        assert!(o.config.unwrap().routes.is_empty());
+        let o = s.apply(
+            vec![
+                Change::Delete("services/inv".into()),
+                Change::Delete("routes/a".into()),
+            ],
+            1,
+        );
+        assert!(o.snapshot.unwrap().config().routes.is_empty());
         assert!(s.rejected().is_empty());
     }
 
@@ -360,9 +387,17 @@ mod tests {
             "routes/b".to_owned(),
             br#"{"id":"b","match":{"path":"/b"}}"#.to_vec(),
         );
-        assert!(s.replace_all(listing.clone()).config.is_some());
-        assert!(s.replace_all(listing.clone()).config.is_none());
+        assert!(s.replace_all(listing.clone(), 1).snapshot.is_some());
+        assert!(s.replace_all(listing.clone(), 1).snapshot.is_none());
         listing.remove("routes/a");
-        assert_eq!(s.replace_all(listing).config.unwrap().routes.len(), 1);
+        assert_eq!(
+            s.replace_all(listing, 1)
+                .snapshot
+                .unwrap()
+                .config()
+                .routes
+                .len(),
+            1
+        );
     }
 }

@@ -131,7 +131,9 @@ impl Worker {
         }
         self.shared.lists.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(keys = listing.len(), revision, "listed the etcd prefix");
-        let outcome = self.state.replace_all(listing);
+        let outcome = self
+            .state
+            .replace_all(listing, self.publisher.next_revision());
         self.shared.revision.store(revision, Ordering::Relaxed);
         self.shared.from_cache.store(false, Ordering::Relaxed);
         self.publish(outcome, revision);
@@ -166,8 +168,8 @@ impl Worker {
                 .join("\n");
             self.publisher.reject(message);
         }
-        if let Some(config) = outcome.config {
-            match self.publisher.publish(Ok(config)) {
+        if let Some(snapshot) = outcome.snapshot {
+            match self.publisher.publish_built(snapshot) {
                 Ok(_) => {
                     if let Some(path) = &self.options.cache
                         && let Err(e) = cache::store(path, prefix, revision, self.state.accepted())
@@ -323,7 +325,7 @@ impl Worker {
                     break;
                 }
             }
-            let outcome = self.state.apply(changes);
+            let outcome = self.state.apply(changes, self.publisher.next_revision());
             self.shared.revision.store(*last, Ordering::Relaxed);
             self.publish(outcome, *last);
             if let Some(end) = ended {

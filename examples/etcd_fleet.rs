@@ -1,2 +1,0 @@
-//! Fleet measurements (stub).
-fn main() {}
