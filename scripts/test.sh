@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# The dashboard test opens /mesh/dashboard in headless Chromium.
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
 # The etcd registry's tests start a real etcd (tests/etcd/support.rs).
 [ -x /usr/bin/etcd ] || command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 if [ ${#need[@]} -gt 0 ]; then

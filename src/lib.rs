@@ -71,6 +71,7 @@ pub mod layers {
     pub use mesh_tower::body::MeshBody;
     pub use mesh_tower::gateway;
     pub use mesh_tower::inbound;
+    pub use mesh_tower::observe;
     pub use mesh_tower::outbound;
     pub use mesh_tower::ratelimit;
     pub use mesh_tower::resilience;
@@ -150,8 +151,10 @@ impl MeshBuilder {
     }
 
     /// Requires `Authorization: Bearer <token>` on every admin route
-    /// (`mesh.admin()`, `mesh.serve_admin(..)`), the dashboard included
-    /// (open it as `/mesh/dashboard#token=<token>`).
+    /// (`mesh.admin()`, `mesh.serve_admin(..)`), the dashboard's data
+    /// included. The dashboard page itself holds no data and is served
+    /// without it: open it as `/mesh/dashboard#token=<token>` (the fragment
+    /// never leaves the browser) and its script sends the token.
     pub fn admin_token(mut self, token: impl Into<String>) -> Self {
         self.admin_token = Some(token.into()).filter(|t| !t.is_empty());
         self
@@ -231,10 +234,13 @@ impl MeshBuilder {
         let stats = Stats::new();
         stats.spawn_ticker();
         let observe = ObserveLayer::new(live.clone(), stats.clone());
+        // Only a mesh that asked for it installs (and serves) the recorder.
         #[cfg(feature = "prometheus")]
-        if self.prometheus {
-            prometheus_handle();
-        }
+        let prometheus = if self.prometheus {
+            prometheus_handle()
+        } else {
+            None
+        };
         let outbound = Outbound::builder(live.clone())
             .caller(service.as_str())
             .locality(self.locality)
@@ -258,6 +264,8 @@ impl MeshBuilder {
                 observe,
                 admin_token: self.admin_token,
                 admin_public: self.admin_public,
+                #[cfg(feature = "prometheus")]
+                prometheus,
             }),
         })
     }
@@ -285,6 +293,8 @@ struct Inner {
     observe: ObserveLayer,
     admin_token: Option<String>,
     admin_public: bool,
+    #[cfg(feature = "prometheus")]
+    prometheus: Option<&'static metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -433,7 +443,8 @@ impl Mesh {
     /// The admin router: `GET /mesh/health`, `/mesh/config`,
     /// `/mesh/catalog`, `/mesh/usage`, `/mesh/limits`, `/mesh/endpoints`,
     /// `/mesh/circuits`, `/mesh/metrics` (Prometheus), `/mesh/stats` and
-    /// `/mesh/dashboard`; behind the bearer token when one is set. Serve it
+    /// `/mesh/dashboard`; behind the bearer token when one is set (all but
+    /// the dashboard page, which holds no data). Serve it
     /// on a loopback listener of its own ([`serve_admin`](Self::serve_admin)).
     pub fn admin(&self) -> axum::Router {
         let outbound = self.inner.outbound.clone();
@@ -461,11 +472,12 @@ impl Mesh {
             self.inner.stats.clone(),
             extra,
         ))
-        .route(
-            "/mesh/metrics",
-            axum::routing::get(|| async {
+        .route("/mesh/metrics", {
+            #[cfg(feature = "prometheus")]
+            let handle = self.inner.prometheus;
+            axum::routing::get(move || async move {
                 #[cfg(feature = "prometheus")]
-                if let Some(h) = prometheus_handle() {
+                if let Some(h) = handle {
                     return (
                         http::StatusCode::OK,
                         [(
@@ -482,12 +494,15 @@ impl Mesh {
                      MeshBuilder::prometheus on\n"
                         .to_owned(),
                 )
-            }),
-        );
-        match &self.inner.admin_token {
+            })
+        });
+        let router = match &self.inner.admin_token {
             Some(t) => mesh_tower::admin::require_bearer(router, t),
             None => router,
-        }
+        };
+        // The page holds no data: a browser opens it without a header and
+        // its script sends the token from the fragment for the data.
+        router.merge(mesh_tower::admin::dashboard_page())
     }
 
     /// Serves [`admin`](Self::admin) on `addr` until the future is dropped.

@@ -214,52 +214,64 @@ pub fn require_bearer(router: axum::Router, token: &str) -> axum::Router {
 /// scripts inline, no CDN), polling `GET /mesh/stats`.
 pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 
-/// `GET /mesh/dashboard` (the page) and `GET /mesh/stats` (its data: per
-/// route time series, traffic per version, top consumers, breakers,
-/// endpoints by zone, the registry revision), from `stats` and `extra`,
-/// a function giving the JSON the mesh adds (breakers, endpoints, registry).
+/// `GET /mesh/dashboard`: the page. It holds no data, so it can be served
+/// without the admin token (a browser cannot send one for a page it
+/// opens); its script reads `GET /mesh/stats`, sending the token it finds
+/// in the page's fragment (`/mesh/dashboard#token=…`).
+pub fn dashboard_page() -> axum::Router {
+    axum::Router::new().route(
+        "/mesh/dashboard",
+        get(|| async {
+            (
+                [
+                    (http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                    (http::header::CACHE_CONTROL, "no-store"),
+                    (
+                        http::header::CONTENT_SECURITY_POLICY,
+                        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                         connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+                    ),
+                    (http::header::REFERRER_POLICY, "no-referrer"),
+                ],
+                DASHBOARD_HTML,
+            )
+        }),
+    )
+}
+
+/// `GET /mesh/stats`: the dashboard's data (per route time series, traffic
+/// per version, top consumers, breakers, endpoints by zone, the registry
+/// revision), from `stats` and `extra`, a function giving the JSON the mesh
+/// adds (breakers, endpoints, registry). The page is [`dashboard_page`].
 pub fn dashboard_router(
     stats: crate::observe::Stats,
     extra: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
 ) -> axum::Router {
-    axum::Router::new()
-        .route(
-            "/mesh/dashboard",
-            get(|| async {
-                (
-                    [
-                        (http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                        (http::header::CACHE_CONTROL, "no-store"),
-                    ],
-                    DASHBOARD_HTML,
-                )
-            }),
-        )
-        .route(
-            "/mesh/stats",
-            get(move |q: axum::extract::Query<StatsQuery>| {
-                let (stats, extra) = (stats.clone(), extra.clone());
-                async move {
-                    let seconds = q.seconds.unwrap_or(120).clamp(1, 300);
-                    let mut out = json!({
-                        "now": std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_millis() as u64),
-                        "routes": stats.routes(seconds),
-                        "versions": stats.versions().into_iter().map(|(api, version, requests)| {
-                            json!({ "api": api, "version": version, "requests": requests })
-                        }).collect::<Vec<_>>(),
-                        "consumers": stats.top_consumers(10).into_iter().map(|(consumer, requests)| {
-                            json!({ "consumer": consumer, "requests": requests })
-                        }).collect::<Vec<_>>(),
-                    });
-                    if let (Some(o), serde_json::Value::Object(more)) = (out.as_object_mut(), extra()) {
-                        o.extend(more);
-                    }
-                    Json(out)
+    axum::Router::new().route(
+        "/mesh/stats",
+        get(move |q: axum::extract::Query<StatsQuery>| {
+            let (stats, extra) = (stats.clone(), extra.clone());
+            async move {
+                let seconds = q.seconds.unwrap_or(120).clamp(1, 300);
+                let mut out = json!({
+                    "now": std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                    "routes": stats.routes(seconds),
+                    "versions": stats.versions().into_iter().map(|(api, version, requests)| {
+                        json!({ "api": api, "version": version, "requests": requests })
+                    }).collect::<Vec<_>>(),
+                    "consumers": stats.top_consumers(10).into_iter().map(|(consumer, requests)| {
+                        json!({ "consumer": consumer, "requests": requests })
+                    }).collect::<Vec<_>>(),
+                });
+                if let (Some(o), serde_json::Value::Object(more)) = (out.as_object_mut(), extra()) {
+                    o.extend(more);
                 }
-            }),
-        )
+                Json(out)
+            }
+        }),
+    )
 }
 
 /// Query of `GET /mesh/stats`.

@@ -123,7 +123,7 @@ pub struct Observe<S> {
 }
 
 /// Bounded method label: the known methods, else `_OTHER`.
-fn method_label(m: &Method) -> &'static str {
+pub(crate) fn method_label(m: &Method) -> &'static str {
     match *m {
         Method::GET => "GET",
         Method::POST => "POST",
@@ -410,6 +410,11 @@ fn histogram(key: &HistKey, label: &Arc<str>, grpc: bool) -> Histogram {
         (true, Some(code)) => {
             labels.push(Label::new("rpc.system", "grpc"));
             labels.push(Label::new("rpc.grpc.status_code", code.to_string()));
+            metrics::describe_histogram!(
+                "rpc.server.call.duration",
+                metrics::Unit::Seconds,
+                "Duration of inbound gRPC calls, to the end of the response."
+            );
             metrics::histogram!("rpc.server.call.duration", labels)
         }
         _ => {
@@ -417,6 +422,11 @@ fn histogram(key: &HistKey, label: &Arc<str>, grpc: bool) -> Histogram {
                 "http.response.status_code",
                 key.status.to_string(),
             ));
+            metrics::describe_histogram!(
+                "http.server.request.duration",
+                metrics::Unit::Seconds,
+                "Duration of inbound HTTP requests, to the end of the response body."
+            );
             metrics::histogram!("http.server.request.duration", labels)
         }
     }

@@ -6,6 +6,7 @@
 mod metrics;
 mod stats;
 
+pub(crate) use metrics::method_label;
 pub use metrics::{
     DURATION_BUCKETS, Observe, ObserveFuture, ObserveLayer, Observed, ObservedBody, UNMATCHED,
 };

@@ -116,6 +116,7 @@ impl OutboundBuilder {
                 breakers: DashMap::new(),
                 bulkheads: DashMap::new(),
                 counters: DashMap::new(),
+                durations: DashMap::new(),
             }),
         }
     }
@@ -157,6 +158,27 @@ struct Shared {
     bulkheads: DashMap<Arc<str>, Arc<Bulkhead>>,
     /// Requests and attempts counters per service.
     counters: DashMap<Arc<str>, (metrics::Counter, metrics::Counter)>,
+    /// `http.client.request.duration` / `rpc.client.call.duration` handles.
+    durations: DashMap<DurationKey, metrics::Histogram>,
+}
+
+/// Most cached duration handles; past it the cache starts over (endpoint
+/// churn would otherwise grow it without end).
+const MAX_DURATION_HANDLES: usize = 4096;
+
+/// The labels of one attempt's duration: service, endpoint, method, outcome.
+type DurationKey = (Arc<str>, http::uri::Authority, &'static str, AttemptOutcome);
+
+/// How an attempt ended, as its duration metric labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum AttemptOutcome {
+    /// An HTTP response with this status.
+    Status(u16),
+    /// A gRPC call with this status code (from a trailers-only response,
+    /// the HTTP mapping, or the mesh's own failure).
+    Grpc(u8),
+    /// No response to an HTTP request: `timeout`, `connect` or `transport`.
+    Error(&'static str),
 }
 
 /// Where a call goes.
@@ -540,6 +562,8 @@ impl Shared {
             refresh_deadline(req.headers_mut(), d, &self.live.load());
         }
         let client = if svc.h2c { &self.h2c } else { &self.http1 };
+        let grpc = is_grpc(&head.headers);
+        let started = tokio::time::Instant::now();
         let mut guard = ep.state.start(self.dir.clock);
         let fut = client.request(req.map(UnsyncBoxBody::new));
         let limit = match (per_try, deadline) {
@@ -557,6 +581,27 @@ impl Shared {
             None => Ok(fut.await),
         };
         let now = self.dir.clock.now();
+        let outcome = match &result {
+            Ok(Ok(resp)) if grpc => AttemptOutcome::Grpc(
+                retry::grpc_status(resp.headers())
+                    .unwrap_or_else(|| {
+                        if resp.status() == http::StatusCode::OK {
+                            mesh_core::GrpcCode::Ok
+                        } else {
+                            mesh_core::GrpcCode::from_http_status(resp.status())
+                        }
+                    })
+                    .as_u8(),
+            ),
+            Ok(Ok(resp)) => AttemptOutcome::Status(resp.status().as_u16()),
+            Err(()) if grpc => AttemptOutcome::Grpc(mesh_core::GrpcCode::DeadlineExceeded.as_u8()),
+            Ok(Err(_)) if grpc => AttemptOutcome::Grpc(mesh_core::GrpcCode::Unavailable.as_u8()),
+            Err(()) => AttemptOutcome::Error("timeout"),
+            Ok(Err(e)) if e.is_connect() => AttemptOutcome::Error("connect"),
+            Ok(Err(_)) => AttemptOutcome::Error("transport"),
+        };
+        self.duration(&svc.name, &ep.spec.address, &head.method, outcome)
+            .record(started.elapsed().as_secs_f64());
         let record = |failed: bool| {
             if let (Some(b), Some(p)) = (&breaker, permit) {
                 b.record(
@@ -684,6 +729,69 @@ impl Shared {
         );
         self.counters.insert(service.clone(), c.clone());
         c
+    }
+
+    /// The duration histogram of attempts to one endpoint of `service`
+    /// with `method` that ended with `outcome`: `http.client.request.duration`
+    /// (or `rpc.client.call.duration` for gRPC), seconds to the response
+    /// head, labelled `apimesh.destination`, `server.address`, `server.port`
+    /// and the method and outcome.
+    fn duration(
+        &self,
+        service: &Arc<str>,
+        address: &http::uri::Authority,
+        method: &Method,
+        outcome: AttemptOutcome,
+    ) -> metrics::Histogram {
+        let method = crate::observe::method_label(method);
+        let key = (service.clone(), address.clone(), method, outcome);
+        if let Some(h) = self.durations.get(&key) {
+            return h.clone();
+        }
+        let mut labels = vec![
+            metrics::Label::new("apimesh.destination", service.to_string()),
+            metrics::Label::new("server.address", address.host().to_owned()),
+        ];
+        if let Some(port) = address.port_u16() {
+            labels.push(metrics::Label::new("server.port", port.to_string()));
+        }
+        let name = match outcome {
+            AttemptOutcome::Grpc(_) => "rpc.client.call.duration",
+            _ => "http.client.request.duration",
+        };
+        metrics::describe_histogram!(
+            name,
+            metrics::Unit::Seconds,
+            "Duration of outbound attempts through the mesh client, to the response head."
+        );
+        let h = match outcome {
+            AttemptOutcome::Grpc(code) => {
+                labels.push(metrics::Label::new("rpc.system", "grpc"));
+                labels.push(metrics::Label::new(
+                    "rpc.grpc.status_code",
+                    code.to_string(),
+                ));
+                metrics::histogram!(name, labels)
+            }
+            AttemptOutcome::Status(status) => {
+                labels.push(metrics::Label::new("http.request.method", method));
+                labels.push(metrics::Label::new(
+                    "http.response.status_code",
+                    status.to_string(),
+                ));
+                metrics::histogram!(name, labels)
+            }
+            AttemptOutcome::Error(kind) => {
+                labels.push(metrics::Label::new("http.request.method", method));
+                labels.push(metrics::Label::new("error.type", kind));
+                metrics::histogram!(name, labels)
+            }
+        };
+        if self.durations.len() >= MAX_DURATION_HANDLES {
+            self.durations.clear();
+        }
+        self.durations.insert(key, h.clone());
+        h
     }
 
     /// The endpoint for a request: the first service of `chain` with a
