@@ -75,6 +75,23 @@ fn endpoints_of(r: &EtcdRegistry, service: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Serves `router` on loopback and GETs `path` as JSON.
+async fn admin_get(router: axum::Router, path: &str) -> serde_json::Value {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let resp = client
+        .get(format!("http://{addr}{path}").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap()
+}
+
 async fn put(etcd: &Etcd, key: &str, value: &str) {
     etcd.client()
         .await
@@ -134,8 +151,14 @@ async fn an_update_reaches_three_registries_as_one_snapshot() {
 async fn an_invalid_value_is_refused_for_its_key_alone() {
     let etcd = Etcd::start().await;
     apply(&etcd.url(), BASE).await;
-    let r = EtcdRegistry::connect(options(&etcd.url())).await.unwrap();
+    let r = Arc::new(EtcdRegistry::connect(options(&etcd.url())).await.unwrap());
     let before = r.snapshot().revision();
+    let mesh = apimesh::Mesh::builder()
+        .service("orders")
+        .registry(r.clone())
+        .build()
+        .await
+        .unwrap();
 
     // One transaction: a bad update to an existing route, bad JSON for a new
     // key, a route naming an unknown service, and a valid new route.
@@ -203,9 +226,19 @@ async fn an_invalid_value_is_refused_for_its_key_alone() {
         error_of("orphan")
     );
     assert!(status.rejected >= 1);
-    // `GET /mesh/config` shows them: the status serialises with the keys.
-    let json = serde_json::to_value(&status).unwrap();
-    assert_eq!(json["rejected_keys"][0]["key"], "/apimesh/routes/broken");
+    // `GET /mesh/config` shows them, with their errors.
+    let json = admin_get(mesh.admin(), "/mesh/config").await;
+    let listed = &json["registry"]["rejected_keys"];
+    assert_eq!(listed[0]["key"], "/apimesh/routes/broken", "{json}");
+    assert!(
+        listed[2]["error"].as_str().unwrap().contains("match.path"),
+        "{json}"
+    );
+    assert_eq!(
+        json["config"]["routes"].as_array().unwrap().len(),
+        3,
+        "{json}"
+    );
 
     // The service arrives: the orphan applies. Fixes clear the rest.
     put(&etcd, "services/nowhere", r#"{"name":"nowhere"}"#).await;
@@ -255,9 +288,27 @@ async fn etcd_killed_keeps_serving_and_catches_up_after_reconnecting() {
     let mesh = apimesh::Mesh::builder()
         .service("orders")
         .registry(EtcdRegistry::connect(options(&etcd.url())).await.unwrap())
+        .unmatched(apimesh::Unmatched::NotFound)
         .build()
         .await
         .unwrap();
+    // Requests are routed by the config from etcd (unmatched ones get 404).
+    let app = axum::Router::new()
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .route("/later", axum::routing::get(|| async { "later" }))
+        .layer(mesh.inbound());
+    let status = |path: &'static str| {
+        let app = app.clone();
+        async move {
+            use tower::ServiceExt;
+            let req = http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            app.oneshot(req).await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(status("/health").await, 200);
+    assert_eq!(status("/later").await, 404);
     eventually(5, "watching", || r.stats().connected).await;
 
     etcd.kill().await;
@@ -266,6 +317,9 @@ async fn etcd_killed_keeps_serving_and_catches_up_after_reconnecting() {
     // The last-known config keeps serving.
     assert_eq!(route_ids(&r), ["health", "stock"]);
     assert_eq!(mesh.snapshot().routes().len(), 2);
+    for _ in 0..20 {
+        assert_eq!(status("/health").await, 200);
+    }
 
     // etcd comes back while this client is still cut off; changes are made.
     proxy.block();
