@@ -60,7 +60,7 @@ pub mod registry {
     #[cfg(feature = "etcd")]
     pub use mesh_registry::{
         AdminError, ApplyReport, EtcdAdmin, EtcdOptions, EtcdRegistry, EtcdRegistryError,
-        EtcdStats, Kind, Registration,
+        EtcdStats, ObjectKind, Registration,
     };
     pub use mesh_registry::{FileRegistry, FileRegistryError, FileWatchOptions, MemoryRegistry};
 }

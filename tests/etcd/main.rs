@@ -598,14 +598,17 @@ async fn the_publish_command_round_trips_a_config_file() {
     assert!(report.put.is_empty());
     assert!(
         admin
-            .get(apimesh::registry::Kind::Endpoint, "catalog/127.0.0.1:9400")
+            .get(
+                apimesh::registry::ObjectKind::Endpoint,
+                "catalog/127.0.0.1:9400"
+            )
             .await
             .unwrap()
             .is_some()
     );
     assert!(
         admin
-            .get(apimesh::registry::Kind::Route, &dropped)
+            .get(apimesh::registry::ObjectKind::Route, &dropped)
             .await
             .unwrap()
             .is_none()
@@ -617,7 +620,7 @@ async fn the_publish_command_round_trips_a_config_file() {
     assert!(err.to_string().contains("nothing was written"), "{err}");
     assert_eq!(
         admin
-            .list(Some(apimesh::registry::Kind::Route))
+            .list(Some(apimesh::registry::ObjectKind::Route))
             .await
             .unwrap()
             .len(),
@@ -642,13 +645,13 @@ async fn the_publish_command_round_trips_a_config_file() {
     .await;
     assert!(
         admin
-            .delete(apimesh::registry::Kind::Route, "r0")
+            .delete(apimesh::registry::ObjectKind::Route, "r0")
             .await
             .unwrap()
     );
     assert!(
         !admin
-            .delete(apimesh::registry::Kind::Route, "r0")
+            .delete(apimesh::registry::ObjectKind::Route, "r0")
             .await
             .unwrap()
     );

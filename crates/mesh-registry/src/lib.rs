@@ -46,7 +46,7 @@ mod publisher;
 #[cfg(feature = "etcd")]
 pub use etcd::{
     AdminError, ApplyReport, EtcdAdmin, EtcdOptions, EtcdRegistry, EtcdRegistryError, EtcdStats,
-    Kind, Registration,
+    ObjectKind, Registration,
 };
 pub use file::{FileRegistry, FileRegistryError, FileWatchOptions};
 pub use memory::MemoryRegistry;

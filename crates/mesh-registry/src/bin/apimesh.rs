@@ -15,7 +15,7 @@
 
 use std::process::ExitCode;
 
-use mesh_registry::{EtcdAdmin, EtcdOptions, Kind};
+use mesh_registry::{EtcdAdmin, EtcdOptions, ObjectKind};
 
 const USAGE: &str = "usage: apimesh [--endpoints URL[,URL...]] [--prefix PREFIX] [--user NAME --password PW] <command>
 
@@ -76,9 +76,9 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
 }
 
 /// Splits `kind/name` (or a bare singleton `auth`).
-fn object(arg: &str) -> Result<(Kind, String), String> {
+fn object(arg: &str) -> Result<(ObjectKind, String), String> {
     let (head, name) = arg.split_once('/').unwrap_or((arg, ""));
-    let kind = Kind::parse(head).ok_or_else(|| format!("unknown kind `{head}`"))?;
+    let kind = ObjectKind::parse(head).ok_or_else(|| format!("unknown kind `{head}`"))?;
     if !kind.is_singleton() && name.is_empty() {
         return Err(format!("expected `{kind}/<name>`"));
     }
@@ -196,7 +196,8 @@ async fn run(args: Args) -> Result<(), Failure> {
                     "-v" | "--values" => verbose = true,
                     k => {
                         kind = Some(
-                            Kind::parse(k).ok_or_else(|| usage(format!("unknown kind `{k}`")))?,
+                            ObjectKind::parse(k)
+                                .ok_or_else(|| usage(format!("unknown kind `{k}`")))?,
                         )
                     }
                 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use etcd_client::{Client, DeleteOptions, GetOptions, Txn, TxnOp};
 use mesh_core::{Config, ConfigError, Snapshot};
 
-use super::layout::{self, Kind, prefix_end};
+use super::layout::{self, ObjectKind, prefix_end};
 use super::{EtcdOptions, EtcdRegistryError};
 
 /// etcd's default limit of operations in one transaction (`--max-txn-ops`).
@@ -106,7 +106,10 @@ impl EtcdAdmin {
 
     /// Every `(key relative to the prefix, value)` under the prefix, or
     /// under one kind's directory.
-    pub async fn list(&mut self, kind: Option<Kind>) -> Result<Vec<(String, String)>, AdminError> {
+    pub async fn list(
+        &mut self,
+        kind: Option<ObjectKind>,
+    ) -> Result<Vec<(String, String)>, AdminError> {
         let from = match kind {
             None => self.prefix.clone(),
             Some(k) if k.is_singleton() => format!("{}{k}", self.prefix),
@@ -132,7 +135,7 @@ impl EtcdAdmin {
             .collect())
     }
 
-    fn key_of(&self, kind: Kind, name: &str) -> Result<String, AdminError> {
+    fn key_of(&self, kind: ObjectKind, name: &str) -> Result<String, AdminError> {
         let rel = if kind.is_singleton() {
             if !name.is_empty() {
                 return Err(AdminError::BadName(format!("`{kind}` has no children")));
@@ -147,7 +150,11 @@ impl EtcdAdmin {
 
     /// The value of one object (`name` is empty for a singleton, and
     /// `<service>/<instance>` for an endpoint).
-    pub async fn get(&mut self, kind: Kind, name: &str) -> Result<Option<String>, AdminError> {
+    pub async fn get(
+        &mut self,
+        kind: ObjectKind,
+        name: &str,
+    ) -> Result<Option<String>, AdminError> {
         let key = self.key_of(kind, name)?;
         let mut kv = self.client.kv_client();
         let resp = self.timed(kv.get(key, None)).await?;
@@ -158,7 +165,7 @@ impl EtcdAdmin {
     }
 
     /// Deletes one object; false if there was none.
-    pub async fn delete(&mut self, kind: Kind, name: &str) -> Result<bool, AdminError> {
+    pub async fn delete(&mut self, kind: ObjectKind, name: &str) -> Result<bool, AdminError> {
         let key = self.key_of(kind, name)?;
         let mut kv = self.client.kv_client();
         let resp = self.timed(kv.delete(key, None)).await?;
@@ -196,7 +203,7 @@ impl EtcdAdmin {
             }
         }
         for rel in current.keys() {
-            let is_endpoint = matches!(layout::parse_key(rel), Ok((Kind::Endpoint, _)));
+            let is_endpoint = matches!(layout::parse_key(rel), Ok((ObjectKind::Endpoint, _)));
             if !keep.contains(rel) && !is_endpoint {
                 ops.push(TxnOp::delete(
                     format!("{}{rel}", self.prefix),

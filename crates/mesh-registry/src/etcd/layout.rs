@@ -14,7 +14,7 @@ use mesh_core::config::{
 /// The kinds of object stored under the prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
-pub enum Kind {
+pub enum ObjectKind {
     /// `apis/<name>`: an [`ApiSpec`].
     Api,
     /// `services/<name>`: a [`ServiceSpec`].
@@ -36,49 +36,52 @@ pub enum Kind {
     Gateway,
 }
 
-impl Kind {
+impl ObjectKind {
     /// Every kind, in the order a config is assembled and applied.
-    pub const ALL: [Kind; 9] = [
-        Kind::Service,
-        Kind::Plan,
-        Kind::Api,
-        Kind::Consumer,
-        Kind::Endpoint,
-        Kind::Route,
-        Kind::Auth,
-        Kind::Mesh,
-        Kind::Gateway,
+    pub const ALL: [ObjectKind; 9] = [
+        ObjectKind::Service,
+        ObjectKind::Plan,
+        ObjectKind::Api,
+        ObjectKind::Consumer,
+        ObjectKind::Endpoint,
+        ObjectKind::Route,
+        ObjectKind::Auth,
+        ObjectKind::Mesh,
+        ObjectKind::Gateway,
     ];
 
     /// The key segment: `apis`, `services`, …, `auth`, `mesh`, `gateway`.
     pub fn segment(self) -> &'static str {
         match self {
-            Kind::Api => "apis",
-            Kind::Service => "services",
-            Kind::Route => "routes",
-            Kind::Consumer => "consumers",
-            Kind::Plan => "plans",
-            Kind::Endpoint => "endpoints",
-            Kind::Auth => "auth",
-            Kind::Mesh => "mesh",
-            Kind::Gateway => "gateway",
+            ObjectKind::Api => "apis",
+            ObjectKind::Service => "services",
+            ObjectKind::Route => "routes",
+            ObjectKind::Consumer => "consumers",
+            ObjectKind::Plan => "plans",
+            ObjectKind::Endpoint => "endpoints",
+            ObjectKind::Auth => "auth",
+            ObjectKind::Mesh => "mesh",
+            ObjectKind::Gateway => "gateway",
         }
     }
 
     /// Parses a key segment; the singular (`api`, `route`, …) is accepted too.
-    pub fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL
+    pub fn parse(s: &str) -> Option<ObjectKind> {
+        ObjectKind::ALL
             .into_iter()
             .find(|k| k.segment() == s || k.segment().strip_suffix('s') == Some(s))
     }
 
     /// Whether the kind is a singleton (`auth`, `mesh`, `gateway`).
     pub fn is_singleton(self) -> bool {
-        matches!(self, Kind::Auth | Kind::Mesh | Kind::Gateway)
+        matches!(
+            self,
+            ObjectKind::Auth | ObjectKind::Mesh | ObjectKind::Gateway
+        )
     }
 }
 
-impl fmt::Display for Kind {
+impl fmt::Display for ObjectKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.segment())
     }
@@ -86,12 +89,12 @@ impl fmt::Display for Kind {
 
 /// Splits a key relative to the prefix into its kind and name (for an
 /// endpoint, `<service>/<instance>`).
-pub(crate) fn parse_key(rel: &str) -> Result<(Kind, &str), String> {
+pub(crate) fn parse_key(rel: &str) -> Result<(ObjectKind, &str), String> {
     let (head, name) = match rel.split_once('/') {
         Some((h, n)) => (h, n),
         None => (rel, ""),
     };
-    let kind = Kind::parse(head)
+    let kind = ObjectKind::parse(head)
         .filter(|k| k.segment() == head)
         .ok_or_else(|| format!("unknown kind `{head}` (not part of the key layout)"))?;
     if kind.is_singleton() {
@@ -101,9 +104,9 @@ pub(crate) fn parse_key(rel: &str) -> Result<(Kind, &str), String> {
         return Ok((kind, name));
     }
     let parts = name.split('/').count();
-    let want = if kind == Kind::Endpoint { 2 } else { 1 };
+    let want = if kind == ObjectKind::Endpoint { 2 } else { 1 };
     if name.split('/').any(str::is_empty) || parts != want {
-        return Err(if kind == Kind::Endpoint {
+        return Err(if kind == ObjectKind::Endpoint {
             "expected `endpoints/<service>/<instance>`".to_owned()
         } else {
             format!("expected `{head}/<name>`")
@@ -144,32 +147,32 @@ fn same(field: &str, value: &str, key: &str) -> Result<(), String> {
 pub(crate) fn parse_object(rel: &str, value: &[u8]) -> Result<Object, String> {
     let (kind, name) = parse_key(rel)?;
     Ok(match kind {
-        Kind::Api => {
+        ObjectKind::Api => {
             let o: ApiSpec = json(value)?;
             same("name", &o.name, name)?;
             Object::Api(o)
         }
-        Kind::Service => {
+        ObjectKind::Service => {
             let o: ServiceSpec = json(value)?;
             same("name", &o.name, name)?;
             Object::Service(o)
         }
-        Kind::Route => {
+        ObjectKind::Route => {
             let o: RouteSpec = json(value)?;
             same("id", &o.id, name)?;
             Object::Route(Box::new(o))
         }
-        Kind::Consumer => {
+        ObjectKind::Consumer => {
             let o: ConsumerSpec = json(value)?;
             same("id", &o.id, name)?;
             Object::Consumer(o)
         }
-        Kind::Plan => {
+        ObjectKind::Plan => {
             let o: PlanSpec = json(value)?;
             same("name", &o.name, name)?;
             Object::Plan(o)
         }
-        Kind::Endpoint => {
+        ObjectKind::Endpoint => {
             let (service, instance) = name.split_once('/').unwrap_or((name, ""));
             let mut spec: EndpointSpec = json(value)?;
             match &spec.id {
@@ -181,9 +184,9 @@ pub(crate) fn parse_object(rel: &str, value: &[u8]) -> Result<Object, String> {
                 spec,
             }
         }
-        Kind::Auth => Object::Auth(json(value)?),
-        Kind::Mesh => Object::Mesh(json(value)?),
-        Kind::Gateway => Object::Gateway(json(value)?),
+        ObjectKind::Auth => Object::Auth(json(value)?),
+        ObjectKind::Mesh => Object::Mesh(json(value)?),
+        ObjectKind::Gateway => Object::Gateway(json(value)?),
     })
 }
 
@@ -334,7 +337,7 @@ fn index(s: &str) -> Option<(usize, &str)> {
 /// in the order they are best applied. Singletons left at their defaults
 /// are not listed. Names that cannot be keys (empty, or with `/`) are errors.
 pub(crate) fn split_config(config: &Config) -> Result<Vec<(String, Vec<u8>)>, String> {
-    fn key(kind: Kind, name: &str) -> Result<String, String> {
+    fn key(kind: ObjectKind, name: &str) -> Result<String, String> {
         if name.is_empty() || name.contains('/') {
             return Err(format!(
                 "{kind}: `{name}` cannot be an etcd key name (empty or contains `/`)"
@@ -347,19 +350,19 @@ pub(crate) fn split_config(config: &Config) -> Result<Vec<(String, Vec<u8>)>, St
     }
     let mut out = Vec::new();
     for s in &config.services {
-        out.push((key(Kind::Service, &s.name)?, value(s)?));
+        out.push((key(ObjectKind::Service, &s.name)?, value(s)?));
     }
     for p in &config.plans {
-        out.push((key(Kind::Plan, &p.name)?, value(p)?));
+        out.push((key(ObjectKind::Plan, &p.name)?, value(p)?));
     }
     for a in &config.apis {
-        out.push((key(Kind::Api, &a.name)?, value(a)?));
+        out.push((key(ObjectKind::Api, &a.name)?, value(a)?));
     }
     for c in &config.consumers {
-        out.push((key(Kind::Consumer, &c.id)?, value(c)?));
+        out.push((key(ObjectKind::Consumer, &c.id)?, value(c)?));
     }
     for r in &config.routes {
-        out.push((key(Kind::Route, &r.id)?, value(r)?));
+        out.push((key(ObjectKind::Route, &r.id)?, value(r)?));
     }
     if config.auth != AuthSettings::default() {
         out.push(("auth".to_owned(), value(&config.auth)?));
@@ -393,15 +396,18 @@ mod tests {
 
     #[test]
     fn keys() {
-        assert_eq!(parse_key("routes/a").unwrap(), (Kind::Route, "a"));
-        assert_eq!(parse_key("endpoints/s/i").unwrap(), (Kind::Endpoint, "s/i"));
-        assert_eq!(parse_key("auth").unwrap(), (Kind::Auth, ""));
+        assert_eq!(parse_key("routes/a").unwrap(), (ObjectKind::Route, "a"));
+        assert_eq!(
+            parse_key("endpoints/s/i").unwrap(),
+            (ObjectKind::Endpoint, "s/i")
+        );
+        assert_eq!(parse_key("auth").unwrap(), (ObjectKind::Auth, ""));
         assert!(parse_key("routes/a/b").is_err());
         assert!(parse_key("endpoints/s").is_err());
         assert!(parse_key("nope/a").is_err());
         assert!(parse_key("route/a").is_err());
         assert!(parse_key("auth/x").is_err());
-        assert_eq!(Kind::parse("route"), Some(Kind::Route));
+        assert_eq!(ObjectKind::parse("route"), Some(ObjectKind::Route));
         assert_eq!(prefix_end(b"/apimesh/"), b"/apimesh0".to_vec());
     }
 

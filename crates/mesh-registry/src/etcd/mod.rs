@@ -57,7 +57,7 @@ use crate::publisher::Publisher;
 pub use admin::{AdminError, ApplyReport, EtcdAdmin, MAX_TXN_OPS};
 #[cfg(feature = "etcd-tls")]
 pub use etcd_client::{Certificate, Identity, TlsOptions};
-pub use layout::Kind;
+pub use layout::ObjectKind;
 pub use register::Registration;
 
 /// Why an [`EtcdRegistry`] (or a registration) could not start.

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mesh_core::{Config, Snapshot};
 
-use super::layout::{self, Kind, Object};
+use super::layout::{self, Object, ObjectKind};
 
 /// A change to one key (relative to the prefix).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,8 +224,8 @@ impl State {
         order.sort_by_key(|(k, o)| {
             let kind = layout::parse_key(k)
                 .map(|(kind, _)| kind)
-                .unwrap_or(Kind::Gateway);
-            let rank = Kind::ALL.iter().position(|x| *x == kind).unwrap_or(0);
+                .unwrap_or(ObjectKind::Gateway);
+            let rank = ObjectKind::ALL.iter().position(|x| *x == kind).unwrap_or(0);
             (o.is_none(), rank)
         });
         for (n, (key, object)) in order.into_iter().enumerate() {
