@@ -32,6 +32,8 @@ pub(crate) fn free_port() -> u16 {
 /// One etcd member.
 pub(crate) struct Etcd {
     child: Option<tokio::process::Child>,
+    /// Server certificate and key: serve clients over TLS.
+    tls: Option<(PathBuf, PathBuf)>,
     pub(crate) client_port: u16,
     pub(crate) peer_port: u16,
     dir: tempfile::TempDir,
@@ -39,8 +41,18 @@ pub(crate) struct Etcd {
 
 impl Etcd {
     pub(crate) async fn start() -> Etcd {
+        Etcd::start_with(None).await
+    }
+
+    /// A member that serves clients over TLS with `cert` and `key` (PEM).
+    pub(crate) async fn start_tls(cert: PathBuf, key: PathBuf) -> Etcd {
+        Etcd::start_with(Some((cert, key))).await
+    }
+
+    async fn start_with(tls: Option<(PathBuf, PathBuf)>) -> Etcd {
         let mut e = Etcd {
             child: None,
+            tls,
             client_port: free_port(),
             peer_port: free_port(),
             dir: tempfile::tempdir().expect("a temp dir"),
@@ -50,7 +62,8 @@ impl Etcd {
     }
 
     pub(crate) fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
@@ -67,7 +80,11 @@ impl Etcd {
         let client = self.url();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("a log file");
-        let child = tokio::process::Command::new(etcd_binary())
+        let mut cmd = tokio::process::Command::new(etcd_binary());
+        if let Some((cert, key)) = &self.tls {
+            cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
+        }
+        let child = cmd
             .arg("--name")
             .arg("default")
             .arg("--data-dir")
@@ -88,10 +105,15 @@ impl Etcd {
                 )
             });
         self.child = Some(child);
-        // Ready when it answers a request.
+        // Ready when it answers a request (over TLS: accepts connections).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(Ok(mut c)) = tokio::time::timeout(
+            if self.tls.is_some() {
+                if TcpStream::connect(self.addr()).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    return;
+                }
+            } else if let Ok(Ok(mut c)) = tokio::time::timeout(
                 Duration::from_secs(1),
                 etcd_client::Client::connect([self.url()], None),
             )
