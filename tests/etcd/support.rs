@@ -45,6 +45,7 @@ impl Etcd {
     }
 
     /// A member that serves clients over TLS with `cert` and `key` (PEM).
+    #[allow(dead_code)] // used by crates/mesh-registry/tests/tls.rs
     pub(crate) async fn start_tls(cert: PathBuf, key: PathBuf) -> Etcd {
         Etcd::start_with(Some((cert, key))).await
     }
