@@ -24,12 +24,22 @@ fn to_json(object: &Object) -> Result<serde_json::Value, serde_json::Error> {
 }
 
 /// Writes the objects (keys relative to `prefix`) to `path`.
+#[cfg(test)]
 pub(crate) fn store(
     path: &Path,
     prefix: &str,
     revision: i64,
     objects: &BTreeMap<String, Object>,
 ) -> Result<(), String> {
+    write_atomic(path, &encode(prefix, revision, objects)?)
+}
+
+/// The cache file's bytes for the objects (keys relative to `prefix`).
+pub(crate) fn encode(
+    prefix: &str,
+    revision: i64,
+    objects: &BTreeMap<String, Object>,
+) -> Result<Vec<u8>, String> {
     let mut map = serde_json::Map::new();
     for (k, o) in objects {
         map.insert(k.clone(), to_json(o).map_err(|e| e.to_string())?);
@@ -40,7 +50,12 @@ pub(crate) fn store(
         "revision": revision,
         "objects": map,
     });
-    let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string())?;
+    serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string())
+}
+
+/// Replaces `path` with `bytes`: a synced temp file renamed over it, so a
+/// crash leaves the old file or the new one, never half of one.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -53,7 +68,7 @@ pub(crate) fn store(
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(&dir)?;
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     };

@@ -27,6 +27,9 @@ pub(crate) struct Worker {
     options: Arc<EtcdOptions>,
     stop: watch::Receiver<()>,
     state: State,
+    /// Sequence of cache writes started, and the last one finished.
+    cache_seq: u64,
+    cache_written: Arc<std::sync::Mutex<u64>>,
 }
 
 enum End {
@@ -81,6 +84,8 @@ impl Worker {
             options,
             stop,
             state: State::default(),
+            cache_seq: 0,
+            cache_written: Arc::default(),
         }
     }
 
@@ -170,16 +175,40 @@ impl Worker {
         }
         if let Some(snapshot) = outcome.snapshot {
             match self.publisher.publish_built(snapshot) {
-                Ok(_) => {
-                    if let Some(path) = &self.options.cache
-                        && let Err(e) = cache::store(path, prefix, revision, self.state.accepted())
-                    {
-                        tracing::warn!(cache = %path.display(), error = %e, "cannot write the etcd registry's disk cache");
-                    }
-                }
+                Ok(_) => self.write_cache(revision),
                 Err(e) => tracing::error!(error = %e, "an assembled etcd config failed validation"),
             }
         }
+    }
+
+    /// Writes the cache off the runtime's threads; a write that finishes
+    /// after a newer one is dropped, so the file only moves forward.
+    fn write_cache(&mut self, revision: i64) {
+        let Some(path) = self.options.cache.clone() else {
+            return;
+        };
+        let bytes = match cache::encode(&self.options.prefix, revision, self.state.accepted()) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode the etcd registry's disk cache");
+                return;
+            }
+        };
+        self.cache_seq += 1;
+        let seq = self.cache_seq;
+        let written = self.cache_written.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut last = written.lock().unwrap_or_else(|p| p.into_inner());
+            if *last > seq {
+                return;
+            }
+            match cache::write_atomic(&path, &bytes) {
+                Ok(()) => *last = seq,
+                Err(e) => {
+                    tracing::warn!(cache = %path.display(), error = %e, "cannot write the etcd registry's disk cache")
+                }
+            }
+        });
     }
 
     pub(crate) async fn run(mut self, mut resume: Option<i64>) {
