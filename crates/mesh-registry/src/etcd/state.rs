@@ -102,6 +102,7 @@ impl State {
                 Change::Delete(k) => latest.insert(k, None),
             };
         }
+        let in_batch: BTreeSet<String> = latest.keys().cloned().collect();
         let mut refused = Vec::new();
         let mut candidate = self.accepted.clone();
         // Keys whose new value (or absence) is on trial.
@@ -130,11 +131,14 @@ impl State {
                 }
             }
         }
-        // Keys refused earlier get another chance: what they named may exist now.
-        for key in self.rejected.keys() {
-            if trial.contains_key(key) {
+        // Keys refused earlier get another chance: what they named may exist
+        // now. Refused again for the same reason, they are not news.
+        let mut retried = BTreeMap::new();
+        for (key, error) in &self.rejected {
+            if in_batch.contains(key) {
                 continue;
             }
+            retried.insert(key.clone(), error.clone());
             match self.stored.get(key) {
                 Some(bytes) => {
                     if let Ok(object) = layout::parse_object(key, bytes) {
@@ -206,6 +210,7 @@ impl State {
         } else {
             None
         };
+        refused.retain(|(k, e)| retried.get(k) != Some(e));
         Outcome { snapshot, refused }
     }
 
@@ -363,6 +368,13 @@ mod tests {
             "{:?}",
             s.rejected()
         );
+        // Refused again for the same reason with a later batch: not news.
+        let o = s.apply(
+            vec![put("routes/x", r#"{"id":"x","match":{"path":"/x"}}"#)],
+            1,
+        );
+        assert!(o.refused.is_empty(), "{:?}", o.refused);
+        assert!(s.rejected().contains_key("services/inv"));
         // Deleting both applies.
         let o = s.apply(
             vec![
@@ -371,7 +383,7 @@ mod tests {
             ],
             1,
         );
-        assert!(o.snapshot.unwrap().config().routes.is_empty());
+        assert_eq!(o.snapshot.unwrap().config().routes.len(), 1);
         assert!(s.rejected().is_empty());
     }
 
