@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
-use super::layout::{self, Object};
+use super::layout::{self, Object, Objects};
 
 const FORMAT: u64 = 1;
 
@@ -29,17 +30,13 @@ pub(crate) fn store(
     path: &Path,
     prefix: &str,
     revision: i64,
-    objects: &BTreeMap<String, Object>,
+    objects: &Objects,
 ) -> Result<(), String> {
     write_atomic(path, &encode(prefix, revision, objects)?)
 }
 
 /// The cache file's bytes for the objects (keys relative to `prefix`).
-pub(crate) fn encode(
-    prefix: &str,
-    revision: i64,
-    objects: &BTreeMap<String, Object>,
-) -> Result<Vec<u8>, String> {
+pub(crate) fn encode(prefix: &str, revision: i64, objects: &Objects) -> Result<Vec<u8>, String> {
     let mut map = serde_json::Map::new();
     for (k, o) in objects {
         map.insert(k.clone(), to_json(o).map_err(|e| e.to_string())?);
@@ -80,7 +77,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
 
 /// Reads the objects back; fails if the file is missing, unreadable, for
 /// another prefix, or holds an object that no longer parses.
-pub(crate) fn load(path: &Path, prefix: &str) -> Result<BTreeMap<String, Object>, String> {
+pub(crate) fn load(path: &Path, prefix: &str) -> Result<Objects, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let doc: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
@@ -96,7 +93,7 @@ pub(crate) fn load(path: &Path, prefix: &str) -> Result<BTreeMap<String, Object>
             let bytes = serde_json::to_vec(v).map_err(|e| e.to_string())?;
             let o = layout::parse_object(k, &bytes)
                 .map_err(|e| format!("{}: {k}: {e}", path.display()))?;
-            out.insert(k.clone(), o);
+            out.insert(k.clone(), Arc::new(o));
         }
     }
     Ok(out)
@@ -115,12 +112,12 @@ mod tests {
         let r = br#"{"id":"a","match":{"path":"/a"}}"#;
         objects.insert(
             "routes/a".to_owned(),
-            layout::parse_object("routes/a", r).unwrap(),
+            Arc::new(layout::parse_object("routes/a", r).unwrap()),
         );
         let e = br#"{"address":"127.0.0.1:1"}"#;
         objects.insert(
             "endpoints/s/i".to_owned(),
-            layout::parse_object("endpoints/s/i", e).unwrap(),
+            Arc::new(layout::parse_object("endpoints/s/i", e).unwrap()),
         );
         store(&path, "/p/", 7, &objects).unwrap();
         assert_eq!(load(&path, "/p/").unwrap(), objects);

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use mesh_core::Config;
 use mesh_core::config::{
@@ -190,6 +191,9 @@ pub(crate) fn parse_object(rel: &str, value: &[u8]) -> Result<Object, String> {
     })
 }
 
+/// Objects by key (relative to the prefix); shared, so copying a set is cheap.
+pub(crate) type Objects = BTreeMap<String, Arc<Object>>;
+
 /// A config assembled from objects, with the keys each part came from.
 #[derive(Debug, Default)]
 pub(crate) struct Assembled {
@@ -213,11 +217,11 @@ type ServiceParts<'a> = (
 /// Builds the config the objects describe. Endpoint keys are appended to
 /// their service's endpoints; a service known only from endpoint keys gets
 /// default settings.
-pub(crate) fn assemble(objects: &BTreeMap<String, Object>) -> Assembled {
+pub(crate) fn assemble(objects: &Objects) -> Assembled {
     let mut a = Assembled::default();
     let mut services: BTreeMap<&str, ServiceParts<'_>> = BTreeMap::new();
     for (key, object) in objects {
-        match object {
+        match object.as_ref() {
             Object::Api(o) => {
                 a.config.apis.push(o.clone());
                 a.apis.push(key.clone());
@@ -424,7 +428,10 @@ mod tests {
             ("routes/a", r#"{"id":"a","match":{"path":"/a"}}"#),
             ("routes/b", r#"{"id":"b","match":{"path":"/b"}}"#),
         ] {
-            objects.insert(k.to_owned(), parse_object(k, v.as_bytes()).unwrap());
+            objects.insert(
+                k.to_owned(),
+                Arc::new(parse_object(k, v.as_bytes()).unwrap()),
+            );
         }
         let a = assemble(&objects);
         assert_eq!(a.config.services.len(), 2);

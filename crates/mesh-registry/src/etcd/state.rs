@@ -8,10 +8,11 @@
 //! that named a service which arrives later is picked up then.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use mesh_core::{Config, Snapshot};
 
-use super::layout::{self, Object, ObjectKind};
+use super::layout::{self, Object, ObjectKind, Objects};
 
 /// A change to one key (relative to the prefix).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,14 +39,14 @@ pub(crate) struct State {
     /// The latest value of every key under the prefix.
     stored: BTreeMap<String, Vec<u8>>,
     /// The objects the live config is made of.
-    accepted: BTreeMap<String, Object>,
+    accepted: Objects,
     /// Keys whose stored value is not applied, and why.
     rejected: BTreeMap<String, String>,
 }
 
 impl State {
     /// A state whose accepted objects are `objects` (from the disk cache).
-    pub(crate) fn from_accepted(objects: BTreeMap<String, Object>) -> State {
+    pub(crate) fn from_accepted(objects: Objects) -> State {
         State {
             stored: BTreeMap::new(),
             accepted: objects,
@@ -53,7 +54,7 @@ impl State {
         }
     }
 
-    pub(crate) fn accepted(&self) -> &BTreeMap<String, Object> {
+    pub(crate) fn accepted(&self) -> &Objects {
         &self.accepted
     }
 
@@ -106,7 +107,7 @@ impl State {
         let mut refused = Vec::new();
         let mut candidate = self.accepted.clone();
         // Keys whose new value (or absence) is on trial.
-        let mut trial: BTreeMap<String, Option<Object>> = BTreeMap::new();
+        let mut trial: BTreeMap<String, Option<Arc<Object>>> = BTreeMap::new();
         for (key, value) in latest {
             match value {
                 None => {
@@ -121,7 +122,7 @@ impl State {
                     self.stored.insert(key.clone(), bytes);
                     match parsed {
                         Ok(object) => {
-                            trial.insert(key, Some(object));
+                            trial.insert(key, Some(Arc::new(object)));
                         }
                         Err(e) => {
                             refused.push((key.clone(), e.clone()));
@@ -142,7 +143,7 @@ impl State {
             match self.stored.get(key) {
                 Some(bytes) => {
                     if let Ok(object) = layout::parse_object(key, bytes) {
-                        trial.insert(key.clone(), Some(object));
+                        trial.insert(key.clone(), Some(Arc::new(object)));
                     }
                 }
                 // A refused deletion.
@@ -162,14 +163,15 @@ impl State {
         let mut blamed_rounds = 0;
         let mut built = None;
         loop {
-            let assembled = layout::assemble(&candidate);
-            let errors = match Snapshot::build(assembled.config.clone(), revision) {
+            let errors = match Snapshot::build(layout::assemble(&candidate).config, revision) {
                 Ok(s) => {
                     built = Some(s);
                     break;
                 }
                 Err(e) => e.errors(),
             };
+            // Rare: assemble again to map the errors back to keys.
+            let assembled = layout::assemble(&candidate);
             let mut per_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for e in &errors {
                 if let Some((key, rest)) = assembled.blame(&e.path)
@@ -202,7 +204,11 @@ impl State {
         for key in trial.keys() {
             self.rejected.remove(key);
         }
-        let snapshot = if candidate != self.accepted {
+        // Changed if a surviving trial differs from what was accepted.
+        let changed = trial
+            .iter()
+            .any(|(k, o)| self.accepted.get(k).map(|a| a.as_ref()) != o.as_deref());
+        let snapshot = if changed {
             self.accepted = candidate;
             // `built` is the final set unless the one-at-a-time path ran.
             built
@@ -216,15 +222,16 @@ impl State {
 
     fn one_at_a_time(
         &mut self,
-        candidate: &mut BTreeMap<String, Object>,
-        trial: &mut BTreeMap<String, Option<Object>>,
+        candidate: &mut Objects,
+        trial: &mut BTreeMap<String, Option<Arc<Object>>>,
         refused: &mut Vec<(String, String)>,
         batch_error: &str,
     ) {
         for key in trial.keys() {
             revert(candidate, &self.accepted, key);
         }
-        let mut order: Vec<(String, Option<Object>)> = std::mem::take(trial).into_iter().collect();
+        let mut order: Vec<(String, Option<Arc<Object>>)> =
+            std::mem::take(trial).into_iter().collect();
         // Deletions last among their kind, dependencies (services, plans) first.
         order.sort_by_key(|(k, o)| {
             let kind = layout::parse_key(k)
@@ -274,11 +281,7 @@ impl State {
     }
 }
 
-fn revert(
-    candidate: &mut BTreeMap<String, Object>,
-    accepted: &BTreeMap<String, Object>,
-    key: &str,
-) {
+fn revert(candidate: &mut Objects, accepted: &Objects, key: &str) {
     match accepted.get(key) {
         Some(o) => candidate.insert(key.to_owned(), o.clone()),
         None => candidate.remove(key),

@@ -11,7 +11,7 @@ use mesh_core::RejectedKey;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::layout::{Object, prefix_end};
+use super::layout::{Objects, prefix_end};
 use super::state::{Change, Outcome, State};
 use super::{EtcdOptions, Shared, cache};
 use crate::publisher::Publisher;
@@ -89,7 +89,7 @@ impl Worker {
         }
     }
 
-    pub(crate) fn start_from_cache(&mut self, objects: BTreeMap<String, Object>) {
+    pub(crate) fn start_from_cache(&mut self, objects: Objects) {
         self.state = State::from_accepted(objects);
         let config = self.state.config();
         if let Err(e) = self.publisher.publish(Ok(config)) {
