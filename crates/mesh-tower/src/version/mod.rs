@@ -57,12 +57,12 @@ fn secs(t: SystemTime) -> u64 {
 
 /// One version's lifecycle, compiled with its header values.
 struct Lifecycle {
-    api: String,
-    version: String,
     retired: bool,
     sunset: Option<u64>,
     brownouts: Vec<(u64, u64)>,
-    successor: Option<String>,
+    /// The 410 problem details, written once: a request never formats.
+    retired_detail: String,
+    brownout_detail: String,
     /// `Deprecation`, `Sunset` and `Link` values, ready to append.
     headers: Vec<(http::HeaderName, HeaderValue)>,
 }
@@ -104,9 +104,17 @@ impl Lifecycle {
         {
             headers.push((http::header::LINK, v));
         }
+        let successor = spec
+            .successor
+            .as_ref()
+            .map(|s| format!("; use version {s}"))
+            .unwrap_or_default();
+        let what = format!("API {api} version {}", spec.version);
         Some(Lifecycle {
-            api: api.to_owned(),
-            version: spec.version.clone(),
+            retired_detail: format!("{what} is retired{successor}"),
+            brownout_detail: format!(
+                "{what} is deprecated and unavailable during a scheduled brown-out{successor}"
+            ),
             retired,
             sunset: sunset.map(secs),
             brownouts: spec
@@ -119,30 +127,27 @@ impl Lifecycle {
                     ))
                 })
                 .collect(),
-            successor: spec.successor.clone(),
             headers,
         })
     }
 
-    /// Why the version is gone at `now`, if it is.
-    fn gone(&self, now: u64) -> Option<String> {
-        let successor = self
-            .successor
-            .as_ref()
-            .map(|s| format!("; use version {s}"))
-            .unwrap_or_default();
-        let what = format!("API {} version {}", self.api, self.version);
-        if self.retired || self.sunset.is_some_and(|s| now >= s) {
-            return Some(format!("{what} is retired{successor}"));
+    /// Why the version is gone at `clock`'s time, if it is. Reads the
+    /// clock only when the answer depends on it.
+    fn gone(&self, clock: &WallClock) -> Option<&str> {
+        if self.retired {
+            return Some(&self.retired_detail);
+        }
+        if self.sunset.is_none() && self.brownouts.is_empty() {
+            return None;
+        }
+        let now = clock();
+        if self.sunset.is_some_and(|s| now >= s) {
+            return Some(&self.retired_detail);
         }
         self.brownouts
             .iter()
             .any(|(start, end)| (*start..*end).contains(&now))
-            .then(|| {
-                format!(
-                    "{what} is deprecated and unavailable during a scheduled brown-out{successor}"
-                )
-            })
+            .then_some(&*self.brownout_detail)
     }
 }
 
@@ -209,7 +214,7 @@ enum RouteVersion {
 
 impl Resolver {
     fn find(&self, name: &str) -> Option<&KnownVersion> {
-        let name = name.trim();
+        let name = trim(name);
         self.versions.iter().find(|(v, _, _)| {
             **v == *name
                 // `version=2` names `v2`.
@@ -240,7 +245,13 @@ impl Resolver {
                 Style::Path => {
                     let path = req.uri().path();
                     let trimmed = path.trim_start_matches('/');
-                    let seg = trimmed.split('/').next().unwrap_or("");
+                    // A byte loop: the segment is short, `split` sets up a
+                    // searcher.
+                    let seg = trimmed
+                        .as_bytes()
+                        .iter()
+                        .position(|&b| b == b'/')
+                        .map_or(trimmed, |end| &trimmed[..end]);
                     if let Some(found) = self.find(seg).filter(|_| !seg.is_empty()) {
                         let cut = path.len() - trimmed.len() + seg.len();
                         return Ok((found, self.strip.then_some(cut)));
@@ -298,6 +309,17 @@ impl Resolver {
                 self.supported()
             )),
         }
+    }
+}
+
+/// `s.trim()`, skipping the Unicode scan when neither end can be
+/// whitespace (the usual case: a header value or path segment).
+fn trim(s: &str) -> &str {
+    let clean = |b: Option<&u8>| b.is_some_and(|b| (b'!'..0x80).contains(b));
+    if clean(s.as_bytes().first()) && clean(s.as_bytes().last()) {
+        s
+    } else {
+        s.trim()
     }
 }
 
@@ -492,7 +514,8 @@ where
         let Some(lifecycle) = lifecycle else {
             return ResponseFuture::inner(self.inner.call(req), None);
         };
-        if let Some(detail) = lifecycle.gone((self.shared.clock)()) {
+        if let Some(detail) = lifecycle.gone(&self.shared.clock) {
+            let detail = detail.to_owned();
             let mut res = MeshError::Gone { detail }.to_response(is_grpc(req.headers()));
             for (name, value) in &lifecycle.headers {
                 res.headers_mut().append(name.clone(), value.clone());
@@ -534,3 +557,75 @@ impl crate::future::AddHeaders for LifecycleHeaders {
 
 /// Response future of [`Versioned`].
 pub type ResponseFuture<F, B, E> = crate::future::StageFuture<F, B, E, LifecycleHeaders>;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn trim_matches_str_trim() {
+        for s in [
+            "",
+            "v2",
+            " v2",
+            "v2 ",
+            "\tv2\t",
+            "\u{b}v2",
+            "v2\u{b}",
+            "\u{a0}v2",
+            "v2\u{a0}",
+            "\u{3000}v2\u{3000}",
+            "é",
+            "\u{7f}v2",
+            "v",
+            " ",
+        ] {
+            assert_eq!(trim(s), s.trim(), "{s:?}");
+        }
+    }
+
+    fn lifecycle(spec: serde_json::Value) -> Lifecycle {
+        let spec: mesh_core::config::VersionSpec = serde_json::from_value(spec).unwrap();
+        Lifecycle::compile("orders", &spec).unwrap()
+    }
+
+    /// A clock that counts its reads.
+    fn counting(now: u64) -> (WallClock, Arc<AtomicU64>) {
+        let reads = Arc::new(AtomicU64::new(0));
+        let r = reads.clone();
+        let clock: WallClock = Arc::new(move || {
+            r.fetch_add(1, Ordering::Relaxed);
+            now
+        });
+        (clock, reads)
+    }
+
+    #[test]
+    fn gone_reads_the_clock_only_when_the_answer_depends_on_it() {
+        let (clock, reads) = counting(4_100_000_000);
+        let deprecated = lifecycle(serde_json::json!({"version": "v1", "status": "deprecated"}));
+        assert_eq!(deprecated.gone(&clock), None);
+        let retired = lifecycle(serde_json::json!({
+            "version": "v0",
+            "status": "retired",
+            "successor": "v2",
+        }));
+        assert_eq!(
+            retired.gone(&clock),
+            Some("API orders version v0 is retired; use version v2")
+        );
+        assert_eq!(reads.load(Ordering::Relaxed), 0);
+
+        let sunset = lifecycle(serde_json::json!({
+            "version": "v1",
+            "sunset": "2099-01-01T00:00:00Z",
+        }));
+        assert_eq!(
+            sunset.gone(&clock),
+            Some("API orders version v1 is retired")
+        );
+        assert_eq!(reads.load(Ordering::Relaxed), 1);
+    }
+}
