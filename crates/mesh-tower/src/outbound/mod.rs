@@ -14,6 +14,7 @@ mod client;
 mod context;
 mod endpoints;
 mod mirror;
+mod send;
 mod split;
 
 pub use balance::Locality;
