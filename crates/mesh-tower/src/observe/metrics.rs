@@ -64,6 +64,7 @@ struct Shared {
     live: LiveSnapshot,
     stats: Stats,
     handles: DashMap<HistKey, Histogram, foldhash::fast::RandomState>,
+    unmatched: Arc<str>,
 }
 
 /// The outermost inbound stage (part of `mesh.inbound()`): per request
@@ -94,6 +95,7 @@ impl ObserveLayer {
                 live,
                 stats,
                 handles: DashMap::default(),
+                unmatched: Arc::from(UNMATCHED),
             }),
         }
     }
@@ -172,7 +174,8 @@ where
             span.record("trace_id", t.trace_id_hex());
             span.record("parent_id", hex8(&t.parent_id));
         }
-        let path = req.uri().path().to_owned();
+        let path = tracing::enabled!(target: "apimesh::access", tracing::Level::INFO)
+            .then(|| req.uri().path().to_owned());
         let fut = self.inner.call(req).instrument(span.clone());
         ObserveFuture {
             inner: fut,
@@ -200,7 +203,8 @@ struct State {
     method: &'static str,
     grpc: bool,
     span: tracing::Span,
-    path: String,
+    /// The request path, kept only when the access log is enabled.
+    path: Option<String>,
 }
 
 impl std::fmt::Debug for State {
@@ -296,7 +300,14 @@ impl End {
         self.done = true;
         let s = &self.state;
         let elapsed = s.start.elapsed();
-        let snapshot;
+        let loaded;
+        let snapshot: &mesh_core::Snapshot = match s.observed.route.get() {
+            Some(m) => m.snapshot(),
+            None => {
+                loaded = s.shared.live.load();
+                &loaded
+            }
+        };
         let (route_id, label, route_version) = match s.observed.route.get() {
             Some(m) => {
                 let r = m.route();
@@ -306,7 +317,7 @@ impl End {
                     r.api_arc().cloned().zip(r.version_arc().cloned()),
                 )
             }
-            None => (None, Arc::from(UNMATCHED), None),
+            None => (None, s.shared.unmatched.clone(), None),
         };
         let version = match s.observed.version.get() {
             // Reuse the route's strings when they are the same.
@@ -324,10 +335,7 @@ impl End {
         };
         let failed =
             self.status >= 500 || grpc_code.is_some_and(|c| matches!(c, 2 | 4 | 8 | 13 | 14 | 15));
-        let consumer_label = {
-            snapshot = s.shared.live.load();
-            snapshot.config().observability.consumer_label
-        };
+        let consumer_label = snapshot.config().observability.consumer_label;
         let key = HistKey {
             route: route_id.clone(),
             method: s.method,
@@ -349,19 +357,24 @@ impl End {
             }
         };
         hist.record(elapsed.as_secs_f64());
-        let route_key: Arc<str> = route_id.clone().unwrap_or_else(|| Arc::from(UNMATCHED));
+        let route_key: &Arc<str> = route_id.as_ref().unwrap_or(&s.shared.unmatched);
         s.shared.stats.record(
-            &route_key,
+            route_key,
             &label,
             failed,
             elapsed,
             version.as_ref().map(|(a, v)| (a, v)),
             consumer.as_ref(),
         );
-        s.span.record("http.route", &*label);
-        s.span
-            .record("otel.name", format!("{} {}", s.method, label));
-        s.span.record("http.response.status_code", self.status);
+        if !s.span.is_disabled() {
+            s.span.record("http.route", &*label);
+            s.span
+                .record("otel.name", format!("{} {}", s.method, label));
+            s.span.record("http.response.status_code", self.status);
+        }
+        let Some(path) = &s.path else {
+            return;
+        };
         let sample = snapshot
             .config()
             .observability
@@ -372,7 +385,7 @@ impl End {
             tracing::info!(
                 target: "apimesh::access",
                 method = s.method,
-                path = %s.path,
+                path = %path,
                 route = %label,
                 route_id = route_id.as_deref().unwrap_or(UNMATCHED),
                 status = self.status,

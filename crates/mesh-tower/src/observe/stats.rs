@@ -15,6 +15,10 @@ use dashmap::DashMap;
 /// Latency buckets: bucket `i` holds durations below `2^(i/2)` × 50 µs
 /// (half-octave steps from 50 µs to about 30 min).
 const BUCKETS: usize = 48;
+/// Keys are route ids, API versions and consumers from the registry, not
+/// request input, so a fast unkeyed-seed hasher is fine.
+type Hasher = foldhash::fast::RandomState;
+
 /// Seconds of history kept.
 const HISTORY: usize = 300;
 
@@ -88,10 +92,10 @@ pub struct Stats {
 
 #[derive(Debug, Default)]
 struct Inner {
-    cells: DashMap<Arc<str>, (Arc<str>, Arc<Cell>)>,
+    cells: DashMap<Arc<str>, (Arc<str>, Arc<Cell>), Hasher>,
     series: Mutex<std::collections::BTreeMap<Arc<str>, Series>>,
-    versions: DashMap<(Arc<str>, Arc<str>), AtomicU64>,
-    consumers: DashMap<Arc<str>, AtomicU64>,
+    versions: DashMap<(Arc<str>, Arc<str>), AtomicU64, Hasher>,
+    consumers: DashMap<Arc<str>, AtomicU64, Hasher>,
 }
 
 /// A route's statistics, as the dashboard reads them.
