@@ -31,7 +31,8 @@ pub enum BreakerState {
 #[must_use = "report the outcome with CircuitBreaker::record"]
 pub struct BreakerPermit {
     probe: Option<ProbeSlot>,
-    started: Instant,
+    /// When the call started; read only when the policy has a `slow_call`.
+    started: Option<Instant>,
 }
 
 /// A half-open probe's place; freed when dropped, if its half-open phase
@@ -211,7 +212,8 @@ impl CircuitBreaker {
 
     /// Permission for one call, or how long the breaker stays open.
     pub fn try_acquire(&self) -> Result<BreakerPermit, Duration> {
-        let started = Instant::now();
+        // A clock read only when slow calls count as failures.
+        let started = self.policy.slow_call.map(|_| Instant::now());
         loop {
             match self.state.load(Ordering::Acquire) {
                 CLOSED => {
@@ -265,7 +267,8 @@ impl CircuitBreaker {
         let slow = self
             .policy
             .slow_call
-            .is_some_and(|t| permit.started.elapsed() > t);
+            .zip(permit.started)
+            .is_some_and(|(t, started)| started.elapsed() > t);
         let failed = outcome == Outcome::Failure || slow;
         if let Some(slot) = &permit.probe {
             // A probe of an earlier half-open phase no longer counts.

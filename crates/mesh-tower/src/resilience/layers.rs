@@ -24,6 +24,9 @@ use super::{RetryBody, RetryBudget};
 use crate::MeshBody;
 use crate::outbound::{BoxError, parse_grpc_timeout};
 
+/// Looked up by name, not parsed from a string on every request.
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
 fn render<B>(e: &MeshError, grpc: bool) -> Response<MeshBody<B>> {
     e.to_response(grpc).map(MeshBody::full)
 }
@@ -126,7 +129,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let own = req
             .headers()
-            .get("grpc-timeout")
+            .get(&GRPC_TIMEOUT)
             .and_then(|v| parse_grpc_timeout(v.as_bytes()));
         let limit = own.map_or(self.total, |o| o.min(self.total));
         // Inner layers (a retry layer, a mesh client) see the deadline.
@@ -445,26 +448,34 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let layer = self.layer.clone();
+        let (policy, budget) = (self.layer.policy.clone(), self.layer.budget.clone());
+        // What the request itself says is read here, so the boxed future
+        // keeps only what the attempts need (a smaller allocation to fill
+        // and move).
+        let grpc = is_grpc(req.headers());
+        // The request's own deadline (`grpc-timeout`) and the task's call
+        // context bound the backoff and the pushback.
+        let own = req
+            .headers()
+            .get(&GRPC_TIMEOUT)
+            .and_then(|v| parse_grpc_timeout(v.as_bytes()))
+            .and_then(|t| tokio::time::Instant::now().checked_add(t));
+        let (parts, body) = req.into_parts();
+        let retryable = retry::retryable_request(&policy, &parts.method, &parts.headers);
+        let head = Arc::new(parts);
         Box::pin(async move {
-            let grpc = is_grpc(req.headers());
-            // The request's own deadline (`grpc-timeout`) and the task's
-            // call context bound the backoff and the pushback.
-            let now = tokio::time::Instant::now();
-            let own = req
-                .headers()
-                .get("grpc-timeout")
-                .and_then(|v| parse_grpc_timeout(v.as_bytes()))
-                .and_then(|t| now.checked_add(t));
+            // The context is the polling task's (a `TimeoutLayer` outside
+            // sets it around this future), so it is read here.
             let ctx = crate::outbound::CallContext::current().and_then(|c| c.deadline);
             let deadline = match (own, ctx) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let (parts, body) = req.into_parts();
-            let retryable = retry::retryable_request(&layer.policy, &parts.method, &parts.headers);
-            let replay = if retryable {
-                match retry::buffer(body, layer.policy.replay_limit).await {
+            let replay = if retryable && body.is_end_stream() {
+                // Nothing to read (a GET): no buffering.
+                Replay::Whole(retry::ReplayBody::empty())
+            } else if retryable {
+                match retry::buffer(body, policy.replay_limit).await {
                     Ok(r) => r,
                     Err(_) => {
                         return Ok(render(
@@ -483,8 +494,6 @@ where
                 Replay::Once(o) => (None, Some(o)),
             };
             let replayable = whole.is_some();
-            let head = Arc::new(parts);
-            let (policy, budget) = (layer.policy.clone(), layer.budget.clone());
             let result = retry::run(
                 Some(&policy),
                 Some(&budget),
@@ -503,9 +512,12 @@ where
                     *req.version_mut() = head.version;
                     *req.headers_mut() = head.headers.clone();
                     retry::mark_attempt(&mut req, n);
-                    let mut svc = inner.clone();
+                    // Called here, so the attempt's future holds only the
+                    // inner future (not the request and a service too):
+                    // a smaller state machine to allocate and move.
+                    let call = inner.clone().call(req);
                     async move {
-                        match svc.call(req).await {
+                        match call.await {
                             Ok(resp) => Attempt::Response(resp),
                             Err(e) => {
                                 let e: BoxError = e.into();

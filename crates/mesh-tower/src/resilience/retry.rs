@@ -15,11 +15,17 @@ use pin_project_lite::pin_project;
 
 use crate::outbound::BoxError;
 
+// Looked up by name, not parsed from a string on every request.
+const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+const GRPC_RETRY_PUSHBACK_MS: http::HeaderName =
+    http::HeaderName::from_static("grpc-retry-pushback-ms");
+
 /// Whether `req` may be retried under `policy`: its method is one of the
 /// policy's (by default the idempotent ones), or it carries an
 /// `Idempotency-Key`.
 pub fn retryable_request(policy: &RetryPolicy, method: &Method, headers: &HeaderMap) -> bool {
-    policy.methods.contains(method) || headers.contains_key("idempotency-key")
+    policy.methods.contains(method) || headers.contains_key(&IDEMPOTENCY_KEY)
 }
 
 /// Whether a response asks for a retry under `policy`: a listed status, or
@@ -33,7 +39,7 @@ pub fn retryable_response<B>(policy: &RetryPolicy, resp: &Response<B>) -> bool {
 
 /// The `grpc-status` of a trailers-only response.
 pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<GrpcCode> {
-    GrpcCode::parse(headers.get("grpc-status")?.to_str().ok()?.trim())
+    GrpcCode::parse(headers.get(&GRPC_STATUS)?.to_str().ok()?.trim())
 }
 
 /// The wait before retry number `retry` (1 for the first retry):
@@ -51,7 +57,7 @@ pub fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
 /// `Retry-After` (seconds or an HTTP date). A negative pushback means
 /// "do not retry" (`Some(Duration::MAX)`).
 pub fn server_pushback(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(v) = headers.get("grpc-retry-pushback-ms") {
+    if let Some(v) = headers.get(&GRPC_RETRY_PUSHBACK_MS) {
         let s = v.to_str().ok()?.trim();
         return match s.parse::<i64>() {
             Ok(ms) if ms >= 0 => Some(Duration::from_millis(ms.unsigned_abs())),
@@ -377,9 +383,9 @@ where
         n += 1;
         let (retry, result) = match outcome {
             Attempt::Response(resp) => {
-                let again = policy.is_some_and(|p| retryable_response(p, &resp)) && retryable;
-                let pushback = server_pushback(resp.headers());
-                (again.then_some(pushback), Ok(resp))
+                let again = retryable && policy.is_some_and(|p| retryable_response(p, &resp));
+                // The server's hint matters only for a retry.
+                (again.then(|| server_pushback(resp.headers())), Ok(resp))
             }
             Attempt::NotSent(e) => (Some(None), Err(e)),
             Attempt::Refused(e) => return Err(e),
