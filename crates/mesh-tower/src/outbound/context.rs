@@ -7,7 +7,6 @@
 //! Work spawned onto other tasks can carry it explicitly with
 //! [`CallContext::current`] and [`CallContext::scope`].
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -98,22 +97,23 @@ impl TraceContext {
 
     /// The `traceparent` header value.
     pub fn traceparent(&self) -> HeaderValue {
-        let s = format!(
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.parent_id),
-            self.flags
-        );
+        // `00-<32 hex>-<16 hex>-<2 hex>`, written in place (one per call).
+        let mut v = [b'-'; 55];
+        v[..2].copy_from_slice(b"00");
+        hex_into(&mut v[3..35], &self.trace_id);
+        hex_into(&mut v[36..52], &self.parent_id);
+        hex_into(&mut v[53..], &[self.flags]);
         // Only hex digits and dashes.
-        HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+        HeaderValue::from_bytes(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 }
 
 fn nonzero_bytes<const N: usize>() -> [u8; N] {
     loop {
         let mut b = [0u8; N];
-        for x in &mut b {
-            *x = fastrand::u8(..);
+        for chunk in b.chunks_mut(8) {
+            let r = fastrand::u64(..).to_le_bytes();
+            chunk.copy_from_slice(&r[..chunk.len()]);
         }
         if b != [0; N] {
             return b;
@@ -122,11 +122,18 @@ fn nonzero_bytes<const N: usize>() -> [u8; N] {
 }
 
 fn hex(b: &[u8]) -> String {
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        let _ = write!(s, "{x:02x}");
+    let mut v = vec![0; b.len() * 2];
+    hex_into(&mut v, b);
+    String::from_utf8(v).unwrap_or_default()
+}
+
+/// Lower-case hex of `b` into `out` (twice as long).
+fn hex_into(out: &mut [u8], b: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, x) in out.chunks_exact_mut(2).zip(b) {
+        pair[0] = DIGITS[usize::from(x >> 4)];
+        pair[1] = DIGITS[usize::from(x & 0xf)];
     }
-    s
 }
 
 fn hex_decode<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -322,6 +329,17 @@ mod tests {
         let c = t.child();
         assert_eq!(c.trace_id, t.trace_id);
         assert_ne!(c.parent_id, t.parent_id);
+    }
+
+    #[test]
+    fn new_traces_are_valid_traceparents() {
+        for _ in 0..100 {
+            let t = TraceContext::new_root().child();
+            let mut h = HeaderMap::new();
+            h.insert("traceparent", t.traceparent());
+            assert_eq!(h["traceparent"].len(), 55);
+            assert_eq!(TraceContext::from_headers(&h), Some(t));
+        }
     }
 
     #[test]
