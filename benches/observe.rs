@@ -55,7 +55,7 @@ fn bench(c: &mut Criterion) {
     let inbound = InboundLayer::new(live.clone());
 
     let mut group = c.benchmark_group("observe");
-    let mut run = |name: &str, group: &mut criterion::BenchmarkGroup<'_, _>| {
+    let run = |name: &str, group: &mut criterion::BenchmarkGroup<'_, _>| {
         let mut bare = inbound.layer(service_fn(handler));
         group.bench_function(format!("route_match_only{name}"), |b| {
             b.iter_batched(

@@ -449,3 +449,33 @@ async fn the_client_replays_small_bodies_and_sends_large_ones_once() {
     );
     assert_eq!(*bodies.lock().unwrap(), [large]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_sees_the_request_extensions() {
+    #[derive(Clone)]
+    struct Tag(u32);
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    let inner = tower::service_fn(
+        move |req: http::Request<apimesh::layers::resilience::RetryBody>| {
+            let counter = counter.clone();
+            async move {
+                if req.extensions().get::<Tag>().is_some_and(|t| t.0 == 7) {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                Ok::<_, std::convert::Infallible>(support::status(503))
+            }
+        },
+    );
+    let svc = RetryLayer::new(
+        policy(r#"retry = { attempts = 3, backoff = "1ms", max_backoff = "1ms" }"#)
+            .retry
+            .unwrap(),
+    )
+    .layer(inner);
+    let mut req = request(Method::GET);
+    req.extensions_mut().insert(Tag(7));
+    let resp = call(&svc, req).await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+}

@@ -18,9 +18,11 @@ async fn retries_end_with_504_at_the_total_deadline() {
         support::status(503)
     });
     let retry = RetryLayer::new(
-        policy(r#"retry = { attempts = 10, backoff = "50ms", max_backoff = "50ms", budget_ratio = 10 }"#)
-            .retry
-            .unwrap(),
+        policy(
+            r#"retry = { attempts = 10, backoff = "1ms", max_backoff = "1ms", budget_ratio = 10 }"#,
+        )
+        .retry
+        .unwrap(),
     );
     let svc = TimeoutLayer::new(Duration::from_secs(1)).layer(retry.layer(mock.clone()));
     let start = Instant::now();

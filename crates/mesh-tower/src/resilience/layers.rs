@@ -511,6 +511,9 @@ where
                     *req.uri_mut() = head.uri.clone();
                     *req.version_mut() = head.version;
                     *req.headers_mut() = head.headers.clone();
+                    // The inner service sees the request's extensions
+                    // (a matched route, a principal) on every attempt.
+                    *req.extensions_mut() = head.extensions.clone();
                     retry::mark_attempt(&mut req, n);
                     // Called here, so the attempt's future holds only the
                     // inner future (not the request and a service too):
