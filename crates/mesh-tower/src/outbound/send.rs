@@ -186,7 +186,13 @@ impl Shared {
             && m.per_million > 0
             && fastrand::u32(..1_000_000) < m.per_million
         {
-            req = self.mirror(route.map(Route::id_arc), m, &resolved, req);
+            req = self.mirror(
+                route.map(Route::id_arc),
+                m,
+                &resolved,
+                snapshot.locality_spill(),
+                req,
+            );
         }
 
         // Retries: the route's policy, or only connect failures of
@@ -260,6 +266,7 @@ impl Shared {
                     per_try,
                     deadline,
                     observed: observed.clone(),
+                    snapshot: snapshot.clone(),
                 })
             },
         );
@@ -291,12 +298,19 @@ impl Shared {
             per_try,
             deadline,
             observed,
+            snapshot,
         } = plan;
         if let Some(o) = &observed {
             o.attempts.fetch_add(1, Ordering::Relaxed);
         }
         let chain_refs: Vec<&Arc<str>> = chain.iter().collect();
-        let (svc, i) = match self.choose(&resolved, &chain_refs, &subset, &tried) {
+        let (svc, i) = match self.choose(
+            &resolved,
+            &chain_refs,
+            &subset,
+            &tried,
+            snapshot.locality_spill(),
+        ) {
             Ok(x) => x,
             Err(e) => return retry::Attempt::Refused(e),
         };
@@ -347,7 +361,7 @@ impl Shared {
         }
         retry::mark_attempt(&mut req, n);
         if let Some(d) = deadline {
-            refresh_deadline(req.headers_mut(), d, &self.live.load());
+            refresh_deadline(req.headers_mut(), d, &snapshot);
         }
         let client = if svc.h2c { &self.h2c } else { &self.http1 };
         let grpc = is_grpc(&head.headers);
@@ -443,7 +457,7 @@ impl Shared {
             Ok(Err(e)) if body_too_large(&e) => {
                 drop(guard);
                 retry::Attempt::Refused(MeshError::PayloadTooLarge {
-                    limit: self.live.load().gateway().max_body,
+                    limit: snapshot.gateway().max_body,
                 })
             }
             Ok(Err(e)) => {
@@ -591,9 +605,9 @@ impl Shared {
         chain: &[&Arc<str>],
         subset: &[(String, String)],
         tried: &Tried,
+        spill: f64,
     ) -> Result<(Arc<ServiceEndpoints>, usize), MeshError> {
         let now = self.dir.clock.now();
-        let spill = self.live.load().locality_spill();
         // Healthy and untried first; then healthy again; then ejected ones
         // rather than nothing.
         for (panic, avoid_tried) in [(false, true), (false, false), (true, true), (true, false)] {
@@ -643,6 +657,7 @@ impl Shared {
         route: Option<&Arc<str>>,
         m: &Mirror,
         resolved: &Arc<Resolved>,
+        spill: f64,
         req: Request<ReqBody>,
     ) -> Request<ReqBody> {
         let key = route.cloned().unwrap_or_else(|| Arc::from(""));
@@ -676,7 +691,8 @@ impl Shared {
         let service = m.service.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let Ok((svc, i)) = this.choose(&resolved, &[&service], &[], &Tried::default()) else {
+            let Ok((svc, i)) = this.choose(&resolved, &[&service], &[], &Tried::default(), spill)
+            else {
                 return;
             };
             let Some(ep) = svc.endpoints.get(i) else {
@@ -757,6 +773,8 @@ struct AttemptPlan {
     per_try: Option<Duration>,
     deadline: Option<tokio::time::Instant>,
     observed: Option<Arc<crate::observe::Observed>>,
+    /// The snapshot the request is routed with.
+    snapshot: Arc<Snapshot>,
 }
 
 /// Writes the deadline left at `deadline` into the attempt's headers.
