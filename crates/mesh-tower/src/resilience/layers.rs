@@ -22,6 +22,7 @@ use super::bulkhead::{Bulkhead, BulkheadPermit};
 use super::retry::{self, Attempt, Replay};
 use super::{RetryBody, RetryBudget};
 use crate::MeshBody;
+use crate::future::StageFuture;
 use crate::outbound::{BoxError, parse_grpc_timeout};
 
 /// Looked up by name, not parsed from a string on every request.
@@ -300,34 +301,14 @@ pub struct BulkheadService<S> {
     bulkhead: Arc<Bulkhead>,
 }
 
-pin_project! {
-    /// The future of [`BulkheadService`].
-    pub struct BulkheadFuture<F, B> {
-        #[pin]
-        inner: Option<F>,
-        permit: Option<BulkheadPermit>,
-        rejected: Option<Response<MeshBody<B>>>,
-    }
+/// A bulkhead place is held until the response head arrives (or the call
+/// fails), then freed: the shared stage future drops it then.
+impl crate::future::AddHeaders for BulkheadPermit {
+    fn add_to(self, _headers: &mut http::HeaderMap) {}
 }
 
-impl<F, RB, E> Future for BulkheadFuture<F, RB>
-where
-    F: Future<Output = Result<Response<RB>, E>>,
-{
-    type Output = Result<Response<MeshBody<RB>>, E>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let Some(inner) = this.inner.as_pin_mut() else {
-            return Poll::Ready(Ok(this
-                .rejected
-                .take()
-                .unwrap_or_else(|| render(&MeshError::Internal, false))));
-        };
-        let out = ready!(inner.poll(cx));
-        this.permit.take();
-        Poll::Ready(out.map(|r| r.map(MeshBody::inner)))
-    }
-}
+/// The future of [`BulkheadService`].
+pub type BulkheadFuture<F, B, E> = StageFuture<F, B, E, BulkheadPermit>;
 
 impl<S, B, RB> Service<Request<B>> for BulkheadService<S>
 where
@@ -335,7 +316,7 @@ where
 {
     type Response = Response<MeshBody<RB>>;
     type Error = S::Error;
-    type Future = BulkheadFuture<S::Future, RB>;
+    type Future = BulkheadFuture<S::Future, RB, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -343,27 +324,17 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         match self.bulkhead.try_acquire() {
-            Some(permit) => BulkheadFuture {
-                inner: Some(self.inner.call(req)),
-                permit: Some(permit),
-                rejected: None,
-            },
+            Some(permit) => StageFuture::inner(self.inner.call(req), Some(permit)),
             None => {
                 metrics::counter!("apimesh.bulkhead.rejected").increment(1);
-                BulkheadFuture {
-                    inner: None,
-                    permit: None,
-                    rejected: Some(render(
-                        &MeshError::Unavailable {
-                            detail: format!(
-                                "too many concurrent requests (at most {})",
-                                self.bulkhead.max()
-                            ),
-                            retry_after: None,
-                        },
-                        is_grpc(req.headers()),
-                    )),
-                }
+                let e = MeshError::Unavailable {
+                    detail: format!(
+                        "too many concurrent requests (at most {})",
+                        self.bulkhead.max()
+                    ),
+                    retry_after: None,
+                };
+                StageFuture::ready(e.to_response(is_grpc(req.headers())))
             }
         }
     }
