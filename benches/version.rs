@@ -2,8 +2,12 @@
 //! in-process: the `VersionLayer` alone, on requests that already carry
 //! their `MatchedRoute` (as they do behind the inbound layer).
 //!
-//! `cargo bench --bench version`
+//! `cargo bench --bench version` (times are the bench thread's CPU time;
+//! `BENCH_CLOCK=wall` for wall time).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "support/cpu_clock.rs"]
+mod cpu_clock;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -71,24 +75,30 @@ fn bench(c: &mut Criterion) {
     // are the layer's cost.
     group.bench_function("bare", |b| {
         let mut svc = service_fn(handler);
-        b.iter(|| {
-            now(svc.ready()).unwrap();
-            black_box(now(svc.call(request("v1"))).unwrap())
+        b.iter_custom(|iters| {
+            cpu_clock::timed(iters, || {
+                now(svc.ready()).unwrap();
+                black_box(now(svc.call(request("v1"))).unwrap());
+            })
         })
     });
     let layer = VersionLayer::from_routes();
     layer.prepare(&snapshot);
     let mut svc = layer.layer(service_fn(handler));
     group.bench_function("resolve_active_v2", |b| {
-        b.iter(|| {
-            now(svc.ready()).unwrap();
-            black_box(now(svc.call(request("v2"))).unwrap())
+        b.iter_custom(|iters| {
+            cpu_clock::timed(iters, || {
+                now(svc.ready()).unwrap();
+                black_box(now(svc.call(request("v2"))).unwrap());
+            })
         })
     });
     group.bench_function("resolve_deprecated_v1_with_headers", |b| {
-        b.iter(|| {
-            now(svc.ready()).unwrap();
-            black_box(now(svc.call(request("v1"))).unwrap())
+        b.iter_custom(|iters| {
+            cpu_clock::timed(iters, || {
+                now(svc.ready()).unwrap();
+                black_box(now(svc.call(request("v1"))).unwrap());
+            })
         })
     });
     group.finish();

@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+mod clock;
 mod compiled;
 pub mod future;
 pub mod gateway;

@@ -35,7 +35,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::{HeaderValue, Request, Response};
 use ipnet::IpNet;
@@ -60,11 +60,7 @@ use crate::{MatchedRoute, Principal};
 pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 fn system_clock() -> WallClock {
-    Arc::new(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    })
+    crate::clock::system()
 }
 
 const ANONYMOUS: &str = "anonymous";

@@ -49,6 +49,7 @@ use tower_service::Service;
 use crate::MatchedRoute;
 use crate::body::MeshBody;
 use crate::compiled::{Compiled, PerRevision, StateCache};
+use crate::future::AddHeaders;
 use crate::ratelimit::WallClock;
 
 fn secs(t: SystemTime) -> u64 {
@@ -64,7 +65,69 @@ struct Lifecycle {
     retired_detail: String,
     brownout_detail: String,
     /// `Deprecation`, `Sunset` and `Link` values, ready to append.
-    headers: Vec<(http::HeaderName, HeaderValue)>,
+    headers: &'static [(http::HeaderName, HeaderValue)],
+}
+
+/// A lifecycle's header fields, kept for the life of the process.
+///
+/// Their bytes are static, so adding them to a response copies pointers:
+/// no reference count is touched per response. One set is kept per
+/// distinct combination of dates and links ever configured (a few hundred
+/// bytes each); a snapshot that repeats a set reuses it.
+fn intern_headers(
+    fields: Vec<(http::HeaderName, String)>,
+) -> &'static [(http::HeaderName, HeaderValue)] {
+    static SETS: Interned<Vec<(http::HeaderName, String)>, [(http::HeaderName, HeaderValue)]> =
+        Interned::new();
+    SETS.get_or_leak(fields, |fields| {
+        fields
+            .iter()
+            .filter_map(|(name, value)| {
+                // Checked first: only a valid value is leaked.
+                HeaderValue::from_str(value).ok()?;
+                let value: &'static str = Box::leak(value.clone().into_boxed_str());
+                let value =
+                    HeaderValue::from_maybe_shared(bytes::Bytes::from_static(value.as_bytes()));
+                Some((name.clone(), value.ok()?))
+            })
+            .collect::<Vec<_>>()
+            .into_boxed_slice()
+    })
+}
+
+/// An API or version name, kept for the life of the process (one copy per
+/// distinct name ever configured), so that an [`ApiVersion`] is two
+/// pointers: cloning and dropping one touches no reference count.
+fn intern_name(name: &str) -> &'static str {
+    static NAMES: Interned<String, str> = Interned::new();
+    NAMES.get_or_leak(name.to_owned(), |name| name.clone().into_boxed_str())
+}
+
+/// Values leaked once per distinct key, for the life of the process.
+struct Interned<K, V: ?Sized + 'static> {
+    map: std::sync::Mutex<Option<std::collections::HashMap<K, &'static V>>>,
+}
+
+impl<K: std::hash::Hash + Eq, V: ?Sized + 'static> Interned<K, V> {
+    const fn new() -> Self {
+        Interned {
+            map: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn get_or_leak(&self, key: K, make: impl FnOnce(&K) -> Box<V>) -> &'static V {
+        let mut map = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = map.get_or_insert_with(Default::default);
+        if let Some(v) = map.get(&key) {
+            return v;
+        }
+        let v: &'static V = Box::leak(make(&key));
+        map.insert(key, v);
+        v
+    }
 }
 
 impl Lifecycle {
@@ -80,15 +143,17 @@ impl Lifecycle {
             return None;
         }
         let mut headers = Vec::new();
-        if let Some(at) = deprecated_at
-            && let Ok(v) = HeaderValue::from_str(&format!("@{}", secs(at)))
-        {
-            headers.push((http::HeaderName::from_static("deprecation"), v));
+        if let Some(at) = deprecated_at {
+            headers.push((
+                http::HeaderName::from_static("deprecation"),
+                format!("@{}", secs(at)),
+            ));
         }
-        if let Some(at) = sunset
-            && let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(at))
-        {
-            headers.push((http::HeaderName::from_static("sunset"), v));
+        if let Some(at) = sunset {
+            headers.push((
+                http::HeaderName::from_static("sunset"),
+                httpdate::fmt_http_date(at),
+            ));
         }
         // Both links in one field line (RFC 8288 §3 allows a list): one
         // header to append per response instead of two.
@@ -99,10 +164,8 @@ impl Lifecycle {
         .into_iter()
         .filter_map(|(link, rel)| link.as_ref().map(|l| format!("<{l}>; rel=\"{rel}\"")))
         .collect();
-        if !links.is_empty()
-            && let Ok(v) = HeaderValue::from_str(&links.join(", "))
-        {
-            headers.push((http::header::LINK, v));
+        if !links.is_empty() {
+            headers.push((http::header::LINK, links.join(", ")));
         }
         let successor = spec
             .successor
@@ -127,7 +190,7 @@ impl Lifecycle {
                     ))
                 })
                 .collect(),
-            headers,
+            headers: intern_headers(headers),
         })
     }
 
@@ -151,22 +214,28 @@ impl Lifecycle {
     }
 }
 
-/// The API version a request is served by. Cheap to clone (one `Arc`,
-/// built once per version when the snapshot is compiled).
+/// The API version a request is served by. Cheap to clone: two pointers
+/// to names kept for the life of the process.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiVersion(Arc<(Arc<str>, Arc<str>)>);
+pub struct ApiVersion {
+    api: &'static str,
+    version: &'static str,
+}
 
 impl ApiVersion {
-    fn new(api: &Arc<str>, version: &Arc<str>) -> ApiVersion {
-        ApiVersion(Arc::new((api.clone(), version.clone())))
+    fn new(api: &str, version: &str) -> ApiVersion {
+        ApiVersion {
+            api: intern_name(api),
+            version: intern_name(version),
+        }
     }
     /// The API.
     pub fn api(&self) -> &str {
-        &self.0.0
+        self.api
     }
     /// The version, e.g. `v2`.
     pub fn version(&self) -> &str {
-        &self.0.1
+        self.version
     }
 }
 
@@ -421,7 +490,7 @@ impl std::fmt::Debug for VersionLayer {
 impl VersionLayer {
     /// A layer that applies the lifecycle of each matched route's version.
     pub fn from_routes() -> VersionLayer {
-        VersionLayer::with_clock(Arc::new(|| secs(SystemTime::now())))
+        VersionLayer::with_clock(crate::clock::system())
     }
 
     /// Like [`from_routes`](Self::from_routes), with `clock` (seconds since
@@ -487,42 +556,35 @@ where
             self.shared
                 .states
                 .for_snapshot(self.cache.load(), snapshot, VersionState::build);
-        let mut req = req;
-        let lifecycle = match state.routes.get(index).and_then(Option::as_ref) {
+        // Everything below borrows the compiled state: no reference count
+        // is touched for the lifecycle, and its headers are static.
+        let (version, lifecycle, strip) = match state.routes.get(index).and_then(Option::as_ref) {
             None => return ResponseFuture::inner(self.inner.call(req), None),
-            Some(RouteVersion::Fixed(v, lifecycle)) => {
-                let lifecycle = lifecycle.clone();
-                req.extensions_mut().insert(v.clone());
-                lifecycle
-            }
+            Some(RouteVersion::Fixed(v, lifecycle)) => (v, lifecycle.as_deref(), None),
             Some(RouteVersion::Resolve(resolver)) => match resolver.resolve(&req) {
-                Ok(((_, v, lifecycle), strip)) => {
-                    let lifecycle = lifecycle.clone();
-                    let v = v.clone();
-                    if let Some(cut) = strip {
-                        strip_prefix(&mut req, cut);
-                    }
-                    req.extensions_mut().insert(v);
-                    lifecycle
-                }
+                Ok(((_, v, lifecycle), strip)) => (v, lifecycle.as_deref(), strip),
                 Err(detail) => {
                     let res = MeshError::BadRequest { detail }.to_response(is_grpc(req.headers()));
                     return ResponseFuture::ready(res);
                 }
             },
         };
-        let Some(lifecycle) = lifecycle else {
-            return ResponseFuture::inner(self.inner.call(req), None);
-        };
-        if let Some(detail) = lifecycle.gone(&self.shared.clock) {
-            let detail = detail.to_owned();
-            let mut res = MeshError::Gone { detail }.to_response(is_grpc(req.headers()));
-            for (name, value) in &lifecycle.headers {
-                res.headers_mut().append(name.clone(), value.clone());
+        let mut headers = None;
+        if let Some(lifecycle) = lifecycle {
+            if let Some(detail) = lifecycle.gone(&self.shared.clock) {
+                let detail = detail.to_owned();
+                let mut res = MeshError::Gone { detail }.to_response(is_grpc(req.headers()));
+                LifecycleHeaders(lifecycle.headers).add_to(res.headers_mut());
+                return ResponseFuture::ready(res);
             }
-            return ResponseFuture::ready(res);
+            headers = Some(LifecycleHeaders(lifecycle.headers));
         }
-        ResponseFuture::inner(self.inner.call(req), Some(LifecycleHeaders(lifecycle)))
+        let mut req = req;
+        if let Some(cut) = strip {
+            strip_prefix(&mut req, cut);
+        }
+        req.extensions_mut().insert(version.clone());
+        ResponseFuture::inner(self.inner.call(req), headers)
     }
 }
 
@@ -545,11 +607,12 @@ fn strip_prefix<B>(req: &mut Request<B>, cut: usize) {
 }
 
 /// The lifecycle headers of a deprecated version's response.
-pub struct LifecycleHeaders(Arc<Lifecycle>);
+#[derive(Clone, Copy)]
+pub struct LifecycleHeaders(&'static [(http::HeaderName, HeaderValue)]);
 
-impl crate::future::AddHeaders for LifecycleHeaders {
+impl AddHeaders for LifecycleHeaders {
     fn add_to(self, headers: &mut http::HeaderMap) {
-        for (name, value) in &self.0.headers {
+        for (name, value) in self.0 {
             headers.append(name.clone(), value.clone());
         }
     }

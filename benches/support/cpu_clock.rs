@@ -1,0 +1,28 @@
+//! The clock the per-layer benches measure with.
+
+use std::time::{Duration, Instant};
+
+/// The bench thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so that other
+/// processes on a shared machine do not inflate the figures; wall time
+/// with `BENCH_CLOCK=wall` (and where there is no such clock).
+pub fn clock() -> Duration {
+    #[cfg(unix)]
+    if std::env::var_os("BENCH_CLOCK").is_none_or(|v| v != "wall") {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        return Duration::new(
+            u64::try_from(t.tv_sec).unwrap_or(0),
+            u32::try_from(t.tv_nsec).unwrap_or(0),
+        );
+    }
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed()
+}
+
+/// Runs `f` `iters` times and returns the time it took on [`clock`].
+pub fn timed(iters: u64, mut f: impl FnMut()) -> Duration {
+    let start = clock();
+    for _ in 0..iters {
+        f();
+    }
+    clock() - start
+}
