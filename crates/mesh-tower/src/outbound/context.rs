@@ -165,6 +165,11 @@ impl CallContext {
         CONTEXT.try_with(Clone::clone).ok()
     }
 
+    /// The current context's deadline, without cloning the context.
+    pub(crate) fn current_deadline() -> Option<Instant> {
+        CONTEXT.try_with(|c| c.deadline).ok().flatten()
+    }
+
     /// Runs `fut` with this context as the current one.
     pub fn scope<F: Future>(self, fut: F) -> TaskLocalFuture<CallContext, F> {
         CONTEXT.scope(self, fut)

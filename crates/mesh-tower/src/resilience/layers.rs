@@ -14,6 +14,9 @@ use http_body::Body;
 use mesh_core::policy::{CircuitBreakerPolicy, RetryPolicy};
 use mesh_core::{GrpcCode, MeshError, is_grpc};
 use pin_project_lite::pin_project;
+use tokio::task::coop;
+use tokio::task::futures::TaskLocalFuture;
+use tokio::time::{Instant, Sleep};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -85,10 +88,16 @@ pub struct Timeout<S> {
 }
 
 pin_project! {
-    /// The future of [`Timeout`].
+    /// The future of [`Timeout`]. The timer is made only when the inner
+    /// future has to wait: an answer that is ready at once never touches
+    /// the runtime's timer.
     pub struct TimeoutFuture<F> {
         #[pin]
-        inner: tokio::time::Timeout<tokio::task::futures::TaskLocalFuture<crate::CallContext, F>>,
+        inner: TaskLocalFuture<crate::CallContext, F>,
+        // When the request times out (`None`: too far away to represent).
+        deadline: Option<Instant>,
+        #[pin]
+        sleep: Option<Sleep>,
         grpc: bool,
     }
 }
@@ -99,19 +108,35 @@ where
 {
     type Output = Result<Response<MeshBody<RB>>, E>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        Poll::Ready(match ready!(this.inner.poll(cx)) {
-            Ok(r) => r.map(|r| r.map(MeshBody::inner)),
-            Err(_) => {
-                metrics::counter!("apimesh.timeouts").increment(1);
-                Ok(render(
-                    &MeshError::Timeout {
-                        detail: "the request timed out".into(),
-                    },
-                    *this.grpc,
-                ))
-            }
-        })
+        let mut this = self.project();
+        let had_budget = coop::has_budget_remaining();
+        if let Poll::Ready(r) = this.inner.poll(cx) {
+            return Poll::Ready(r.map(|r| r.map(MeshBody::inner)));
+        }
+        let Some(deadline) = *this.deadline else {
+            return Poll::Pending;
+        };
+        if this.sleep.is_none() {
+            this.sleep.set(Some(tokio::time::sleep_until(deadline)));
+        }
+        let Some(sleep) = this.sleep.as_pin_mut() else {
+            return Poll::Pending;
+        };
+        // As `tokio::time::Timeout`: when the inner future spent the
+        // task's budget, the timer is still looked at.
+        let elapsed = if had_budget && !coop::has_budget_remaining() {
+            Pin::new(&mut coop::unconstrained(sleep)).poll(cx)
+        } else {
+            sleep.poll(cx)
+        };
+        ready!(elapsed);
+        metrics::counter!("apimesh.timeouts").increment(1);
+        Poll::Ready(Ok(render(
+            &MeshError::Timeout {
+                detail: "the request timed out".into(),
+            },
+            *this.grpc,
+        )))
     }
 }
 
@@ -133,13 +158,17 @@ where
             .get(&GRPC_TIMEOUT)
             .and_then(|v| parse_grpc_timeout(v.as_bytes()));
         let limit = own.map_or(self.total, |o| o.min(self.total));
+        let deadline = Instant::now().checked_add(limit);
         // Inner layers (a retry layer, a mesh client) see the deadline.
-        let ctx = crate::CallContext::current()
-            .unwrap_or_default()
-            .with_timeout(limit);
+        let mut ctx = crate::CallContext::current().unwrap_or_default();
+        if let Some(d) = deadline {
+            ctx.deadline = Some(ctx.deadline.map_or(d, |old| old.min(d)));
+        }
         TimeoutFuture {
             grpc: is_grpc(req.headers()),
-            inner: tokio::time::timeout(limit, ctx.scope(self.inner.call(req))),
+            inner: ctx.scope(self.inner.call(req)),
+            deadline,
+            sleep: None,
         }
     }
 }
@@ -194,7 +223,8 @@ pin_project! {
         inner: Option<F>,
         permit: Option<BreakerPermit>,
         breaker: Arc<CircuitBreaker>,
-        rejected: Option<Response<MeshBody<B>>>,
+        // Boxed: a rare path, kept out of the future every request moves.
+        rejected: Option<Box<Response<MeshBody<B>>>>,
     }
 }
 
@@ -209,7 +239,7 @@ where
             return Poll::Ready(Ok(this
                 .rejected
                 .take()
-                .unwrap_or_else(|| render(&MeshError::Internal, false))));
+                .map_or_else(|| render(&MeshError::Internal, false), |r| *r)));
         };
         let out = ready!(inner.poll(cx));
         if let Some(p) = this.permit.take() {
@@ -254,13 +284,13 @@ where
                 inner: None,
                 permit: None,
                 breaker: self.breaker.clone(),
-                rejected: Some(render(
+                rejected: Some(Box::new(render(
                     &MeshError::Unavailable {
                         detail: "the circuit breaker is open".into(),
                         retry_after: Some(left),
                     },
                     is_grpc(req.headers()),
-                )),
+                ))),
             },
         }
     }
@@ -355,7 +385,13 @@ where
 /// `tonic::body::Body::new` first.
 #[derive(Debug, Clone)]
 pub struct RetryLayer {
-    policy: Arc<RetryPolicy>,
+    // One `Arc`: a request that may be retried keeps one clone of it.
+    shared: Arc<RetryShared>,
+}
+
+#[derive(Debug)]
+struct RetryShared {
+    policy: RetryPolicy,
     budget: Arc<RetryBudget>,
 }
 
@@ -367,14 +403,13 @@ impl RetryLayer {
             policy.budget_min_per_second,
         ));
         RetryLayer {
-            policy: Arc::new(policy),
-            budget,
+            shared: Arc::new(RetryShared { policy, budget }),
         }
     }
 
     /// The budget, to read what it has seen.
     pub fn budget(&self) -> &Arc<RetryBudget> {
-        &self.budget
+        &self.shared.budget
     }
 }
 
@@ -395,9 +430,282 @@ pub struct Retry<S> {
     layer: RetryLayer,
 }
 
-/// The future of [`Retry`].
-pub type RetryFuture<RB, E> =
-    Pin<Box<dyn Future<Output = Result<Response<MeshBody<RB>>, E>> + Send + 'static>>;
+/// What the inner service is sent on each attempt.
+enum AttemptBody {
+    /// An empty body (a `GET`): nothing to buffer.
+    Empty,
+    /// A buffered body, sent again on each attempt.
+    Whole(retry::ReplayBody),
+    /// A body sent once (not retryable, or over the replay limit).
+    Once(Option<retry::PrefixedBody>),
+}
+
+/// A request's head, to send again.
+struct Head {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+    extensions: http::Extensions,
+}
+
+impl Head {
+    fn new(parts: http::request::Parts) -> Head {
+        Head {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+            extensions: parts.extensions,
+        }
+    }
+
+    fn copy(parts: &http::request::Parts) -> Head {
+        Head {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            extensions: parts.extensions.clone(),
+        }
+    }
+}
+
+/// Makes the attempts after the first: the request's head (method, URI,
+/// headers, extensions) and body again, to a clone of the service.
+struct Attempts<S> {
+    service: S,
+    head: Head,
+    body: AttemptBody,
+}
+
+impl<S> Attempts<S>
+where
+    S: Service<Request<RetryBody>> + Clone,
+{
+    fn request(&mut self, n: u32) -> Request<RetryBody> {
+        let body = match &mut self.body {
+            AttemptBody::Empty => RetryBody::empty(),
+            AttemptBody::Whole(w) => RetryBody::replay(w.body()),
+            AttemptBody::Once(o) => o.take().map_or_else(RetryBody::empty, RetryBody::once),
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = self.head.method.clone();
+        *req.uri_mut() = self.head.uri.clone();
+        *req.version_mut() = self.head.version;
+        *req.headers_mut() = self.head.headers.clone();
+        // The inner service sees the request's extensions (a matched
+        // route, a principal) on every attempt.
+        *req.extensions_mut() = self.head.extensions.clone();
+        retry::mark_attempt(&mut req, n);
+        req
+    }
+
+    /// Starts attempt `n`. Called here, so the attempt's future holds
+    /// only the inner future (not the request and a service too).
+    fn start(&mut self, n: u32) -> AttemptFuture<S::Future> {
+        let req = self.request(n);
+        AttemptFuture {
+            inner: self.service.clone().call(req),
+        }
+    }
+}
+
+/// How an inner service's answer counts for the retry loop.
+fn attempt_of<RB, E: Into<BoxError>>(out: Result<Response<RB>, E>) -> Attempt<RB> {
+    match out {
+        Ok(resp) => Attempt::Response(resp),
+        Err(e) => Attempt::Failed(upstream_failed(e)),
+    }
+}
+
+/// An error of the inner service, as the answer to the request.
+fn upstream_failed<E: Into<BoxError>>(e: E) -> MeshError {
+    let e: BoxError = e.into();
+    MeshError::BadGateway {
+        detail: format!("the upstream failed: {e}"),
+    }
+}
+
+pin_project! {
+    /// One attempt after the first, as the retry loop sees it.
+    struct AttemptFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, RB, E> Future for AttemptFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Attempt<RB>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Attempt<RB>> {
+        self.project().inner.poll(cx).map(attempt_of)
+    }
+}
+
+/// What a retry after the first attempt needs, kept aside while that
+/// attempt runs.
+struct Again<S> {
+    attempts: Attempts<S>,
+    shared: Arc<RetryShared>,
+    /// The request's own deadline (`grpc-timeout`).
+    own: Option<Instant>,
+    /// The earlier of that and the call context's, once read (on the
+    /// first poll: the context is the polling task's).
+    deadline: Option<Option<Instant>>,
+}
+
+/// The rest of the retry loop, when there is one.
+type Rest<S> = Pin<
+    Box<
+        dyn Future<Output = Result<<S as Service<Request<RetryBody>>>::Response, MeshError>> + Send,
+    >,
+>;
+
+pin_project! {
+    /// The future of [`Retry`]: the first attempt is the inner service's
+    /// own future, in place; only a request that is retried (or hedged,
+    /// or whose body has to be buffered first) goes on in a boxed future.
+    pub struct RetryFuture<S>
+    where
+        S: Service<Request<RetryBody>>,
+    {
+        #[pin]
+        state: RetryState<S>,
+        // `None`: the first attempt is the only one.
+        again: Option<Again<S>>,
+        grpc: bool,
+    }
+}
+
+pin_project! {
+    #[project = RetryStateProj]
+    enum RetryState<S>
+    where
+        S: Service<Request<RetryBody>>,
+    {
+        First { #[pin] future: S::Future },
+        Rest { future: Rest<S> },
+    }
+}
+
+impl<S> std::fmt::Debug for RetryFuture<S>
+where
+    S: Service<Request<RetryBody>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryFuture").finish_non_exhaustive()
+    }
+}
+
+/// The earlier of a request's own deadline and its call context's.
+fn deadline(own: Option<Instant>) -> Option<Instant> {
+    match (own, crate::CallContext::current_deadline()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl<S, RB> RetryFuture<S>
+where
+    S: Service<Request<RetryBody>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send + 'static,
+    RB: Send + 'static,
+{
+    /// The retry loop after the first attempt, which `next` sent on.
+    fn rest(again: Again<S>, deadline: Option<Instant>, wait: Duration) -> Rest<S> {
+        let Again {
+            mut attempts,
+            shared,
+            ..
+        } = again;
+        Box::pin(async move {
+            retry::resume(
+                Some(&shared.policy),
+                Some(&shared.budget),
+                true,
+                true,
+                deadline,
+                move |n| attempts.start(n),
+                1,
+                wait,
+            )
+            .await
+        })
+    }
+}
+
+impl<S, RB> Future for RetryFuture<S>
+where
+    S: Service<Request<RetryBody>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send + 'static,
+    RB: Send + 'static,
+{
+    type Output = Result<Response<MeshBody<RB>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let result = loop {
+            match this.state.as_mut().project() {
+                RetryStateProj::First { future } => {
+                    if let Some(a) = this.again.as_mut()
+                        && a.deadline.is_none()
+                    {
+                        // The context is the polling task's (a
+                        // `TimeoutLayer` outside sets it around this
+                        // future), so it is read here.
+                        a.deadline = Some(deadline(a.own));
+                    }
+                    let out = ready!(future.poll(cx));
+                    // What a retry needs stays in place (not moved out)
+                    // unless there is one.
+                    let outcome = match (out, this.again.as_ref()) {
+                        // Not retryable, or a single attempt allowed.
+                        (Ok(resp), None) => break Ok(resp),
+                        (Err(e), None) => break Err(upstream_failed(e)),
+                        // An answer the policy does not retry.
+                        (Ok(resp), Some(a))
+                            if !retry::retryable_response(&a.shared.policy, &resp) =>
+                        {
+                            break Ok(resp);
+                        }
+                        (out, Some(_)) => attempt_of(out),
+                    };
+                    let Some(again) = this.again.take() else {
+                        break Err(MeshError::Internal);
+                    };
+                    let deadline = again.deadline.flatten();
+                    let next = retry::next(
+                        Some(&again.shared.policy),
+                        Some(&again.shared.budget),
+                        true,
+                        true,
+                        deadline,
+                        1,
+                        outcome,
+                    );
+                    match next {
+                        retry::Next::Done(result) => break result,
+                        retry::Next::Again(wait) => {
+                            let future = Self::rest(again, deadline, wait);
+                            this.state.set(RetryState::Rest { future });
+                        }
+                    }
+                }
+                RetryStateProj::Rest { future } => break ready!(future.as_mut().poll(cx)),
+            }
+        };
+        Poll::Ready(Ok(match result {
+            Ok(resp) => resp.map(MeshBody::inner),
+            Err(e) => render(&e, *this.grpc),
+        }))
+    }
+}
 
 impl<S, B, RB> Service<Request<B>> for Retry<S>
 where
@@ -410,19 +718,14 @@ where
 {
     type Response = Response<MeshBody<RB>>;
     type Error = S::Error;
-    type Future = RetryFuture<RB, S::Error>;
+    type Future = RetryFuture<S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let (policy, budget) = (self.layer.policy.clone(), self.layer.budget.clone());
-        // What the request itself says is read here, so the boxed future
-        // keeps only what the attempts need (a smaller allocation to fill
-        // and move).
+        let policy = &self.layer.shared.policy;
         let grpc = is_grpc(req.headers());
         // The request's own deadline (`grpc-timeout`) and the task's call
         // context bound the backoff and the pushback.
@@ -430,84 +733,106 @@ where
             .headers()
             .get(&GRPC_TIMEOUT)
             .and_then(|v| parse_grpc_timeout(v.as_bytes()))
-            .and_then(|t| tokio::time::Instant::now().checked_add(t));
+            .and_then(|t| Instant::now().checked_add(t));
         let (parts, body) = req.into_parts();
-        let retryable = retry::retryable_request(&policy, &parts.method, &parts.headers);
-        let head = Arc::new(parts);
-        Box::pin(async move {
-            // The context is the polling task's (a `TimeoutLayer` outside
-            // sets it around this future), so it is read here.
-            let ctx = crate::outbound::CallContext::current().and_then(|c| c.deadline);
-            let deadline = match (own, ctx) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+        let retryable = retry::retryable_request(policy, &parts.method, &parts.headers);
+        let max = policy.attempts.max(1);
+        let hedged = policy.hedge_after.is_some() && max > 1;
+        if retryable && (hedged || !body.is_end_stream()) {
+            // The body is buffered first, or attempts overlap: the
+            // general loop, boxed, on clones of the service.
+            let clone = self.inner.clone();
+            let service = std::mem::replace(&mut self.inner, clone);
+            let future = general(service, self.layer.shared.clone(), parts, body, own);
+            return RetryFuture {
+                state: RetryState::Rest { future },
+                again: None,
+                grpc,
             };
-            let replay = if retryable && body.is_end_stream() {
-                // Nothing to read (a GET): no buffering.
-                Replay::Whole(retry::ReplayBody::empty())
-            } else if retryable {
-                match retry::buffer(body, policy.replay_limit).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        return Ok(render(
-                            &MeshError::BadRequest {
-                                detail: "the request body could not be read".into(),
-                            },
-                            grpc,
-                        ));
-                    }
-                }
-            } else {
-                Replay::Once(retry::PrefixedBody::new(Default::default(), body))
-            };
-            let (whole, mut once) = match replay {
-                Replay::Whole(w) => (Some(w), None),
-                Replay::Once(o) => (None, Some(o)),
-            };
-            let replayable = whole.is_some();
-            let result = retry::run(
-                Some(&policy),
-                Some(&budget),
-                retryable,
-                replayable,
-                deadline,
-                move |n| {
-                    let body = match (&whole, once.take()) {
-                        (Some(w), _) => RetryBody::replay(w.body()),
-                        (None, Some(o)) => RetryBody::once(o),
-                        (None, None) => RetryBody::empty(),
-                    };
-                    let mut req = Request::new(body);
-                    *req.method_mut() = head.method.clone();
-                    *req.uri_mut() = head.uri.clone();
-                    *req.version_mut() = head.version;
-                    *req.headers_mut() = head.headers.clone();
-                    // The inner service sees the request's extensions
-                    // (a matched route, a principal) on every attempt.
-                    *req.extensions_mut() = head.extensions.clone();
-                    retry::mark_attempt(&mut req, n);
-                    // Called here, so the attempt's future holds only the
-                    // inner future (not the request and a service too):
-                    // a smaller state machine to allocate and move.
-                    let call = inner.clone().call(req);
-                    async move {
-                        match call.await {
-                            Ok(resp) => Attempt::Response(resp),
-                            Err(e) => {
-                                let e: BoxError = e.into();
-                                Attempt::Failed(MeshError::BadGateway {
-                                    detail: format!("the upstream failed: {e}"),
-                                })
-                            }
-                        }
-                    }
+        }
+        // The first attempt is the service's own call, made now by the
+        // service that was polled ready: the budget counts the request,
+        // and what a retry needs is kept aside only when one can happen.
+        self.layer.shared.budget.deposit();
+        let (body, again) = if retryable {
+            // Nothing to read (a `GET`): no buffering.
+            let again = (max > 1).then(|| Again {
+                attempts: Attempts {
+                    service: self.inner.clone(),
+                    head: Head::copy(&parts),
+                    body: AttemptBody::Empty,
                 },
-            )
-            .await;
-            Ok(match result {
-                Ok(resp) => resp.map(MeshBody::inner),
-                Err(e) => render(&e, grpc),
-            })
-        })
+                shared: self.layer.shared.clone(),
+                own,
+                deadline: None,
+            });
+            (RetryBody::empty(), again)
+        } else {
+            let once = retry::PrefixedBody::new(Default::default(), body);
+            (RetryBody::once(once), None)
+        };
+        RetryFuture {
+            state: RetryState::First {
+                future: self.inner.call(Request::from_parts(parts, body)),
+            },
+            again,
+            grpc,
+        }
     }
+}
+
+/// The general retry loop, boxed: a retryable body is buffered first (up
+/// to the replay limit), and hedged attempts may overlap.
+fn general<S, B, RB>(
+    service: S,
+    shared: Arc<RetryShared>,
+    head: http::request::Parts,
+    body: B,
+    own: Option<Instant>,
+) -> Rest<S>
+where
+    S: Service<Request<RetryBody>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+    RB: Send + 'static,
+{
+    Box::pin(async move {
+        let policy = &shared.policy;
+        // The context is the polling task's (a `TimeoutLayer` outside
+        // sets it around this future), so it is read here.
+        let deadline = deadline(own);
+        let retryable = retry::retryable_request(policy, &head.method, &head.headers);
+        let body = if retryable && body.is_end_stream() {
+            AttemptBody::Empty
+        } else if retryable {
+            match retry::buffer(body, policy.replay_limit).await {
+                Ok(Replay::Whole(w)) => AttemptBody::Whole(w),
+                Ok(Replay::Once(o)) => AttemptBody::Once(Some(o)),
+                Err(_) => {
+                    return Err(MeshError::BadRequest {
+                        detail: "the request body could not be read".into(),
+                    });
+                }
+            }
+        } else {
+            AttemptBody::Once(Some(retry::PrefixedBody::new(Default::default(), body)))
+        };
+        let replayable = !matches!(body, AttemptBody::Once(_));
+        let mut attempts = Attempts {
+            service,
+            head: Head::new(head),
+            body,
+        };
+        retry::run(
+            Some(policy),
+            Some(&shared.budget),
+            retryable,
+            replayable,
+            deadline,
+            move |n| attempts.start(n),
+        )
+        .await
+    })
 }

@@ -120,15 +120,19 @@ where
         }
     }
     Ok(Replay::Whole(ReplayBody {
-        data: data.into(),
-        trailers,
+        whole: std::sync::Arc::new(Whole { data, trailers }),
     }))
 }
 
-/// A body held in memory, cheap to clone (the chunks are `Bytes`).
+/// A body held in memory, cheap to clone (one `Arc`).
 #[derive(Debug, Clone)]
 pub(crate) struct ReplayBody {
-    data: std::sync::Arc<[Bytes]>,
+    whole: std::sync::Arc<Whole>,
+}
+
+#[derive(Debug)]
+struct Whole {
+    data: Vec<Bytes>,
     trailers: Option<HeaderMap>,
 }
 
@@ -136,27 +140,37 @@ impl ReplayBody {
     /// An empty body.
     pub(crate) fn empty() -> ReplayBody {
         ReplayBody {
-            data: Vec::new().into(),
-            trailers: None,
+            whole: std::sync::Arc::new(Whole {
+                data: Vec::new(),
+                trailers: None,
+            }),
         }
     }
 
     /// A fresh body to send.
     pub(crate) fn body(&self) -> ReplayStream {
         ReplayStream {
-            data: self.data.clone(),
+            whole: self.whole.clone(),
             next: 0,
-            trailers: self.trailers.clone(),
+            trailers_sent: false,
         }
     }
 }
 
-/// One sending of a [`ReplayBody`].
+/// One sending of a [`ReplayBody`] (small: it sits in every attempt's
+/// request).
 #[derive(Debug)]
 pub(crate) struct ReplayStream {
-    data: std::sync::Arc<[Bytes]>,
+    whole: std::sync::Arc<Whole>,
+    /// The next data chunk.
     next: usize,
-    trailers: Option<HeaderMap>,
+    trailers_sent: bool,
+}
+
+impl ReplayStream {
+    fn trailers(&self) -> Option<&HeaderMap> {
+        self.whole.trailers.as_ref().filter(|_| !self.trailers_sent)
+    }
 }
 
 impl Body for ReplayStream {
@@ -167,19 +181,22 @@ impl Body for ReplayStream {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if let Some(d) = self.data.get(self.next).cloned() {
+        if let Some(d) = self.whole.data.get(self.next).cloned() {
             self.next += 1;
             return Poll::Ready(Some(Ok(Frame::data(d))));
         }
-        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+        let trailers = self.trailers().cloned();
+        self.trailers_sent = true;
+        Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.next >= self.data.len() && self.trailers.is_none()
+        self.next >= self.whole.data.len() && self.trailers().is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
         let rest: u64 = self
+            .whole
             .data
             .get(self.next..)
             .map_or(0, |r| r.iter().map(|d| d.len() as u64).sum());
@@ -343,6 +360,65 @@ pub(crate) enum Attempt<RB> {
     Refused(mesh_core::MeshError),
 }
 
+/// What the retry loop does after an attempt.
+#[derive(Debug)]
+pub(crate) enum Next<RB> {
+    /// This is the answer.
+    Done(Result<Response<RB>, mesh_core::MeshError>),
+    /// Another attempt, after this wait (the budget has paid for it).
+    Again(Duration),
+}
+
+/// Whether attempt `n` (1 for the first) is the answer or is retried:
+/// the policy, the body, the server's pushback, the deadline and the
+/// budget decide. A retry is taken from the budget and counted here.
+pub(crate) fn next<RB>(
+    policy: Option<&RetryPolicy>,
+    budget: Option<&super::RetryBudget>,
+    retryable: bool,
+    replayable: bool,
+    deadline: Option<tokio::time::Instant>,
+    n: u32,
+    outcome: Attempt<RB>,
+) -> Next<RB> {
+    let max = policy.map_or(1, |p| p.attempts.max(1));
+    let (retry, result) = match outcome {
+        Attempt::Response(resp) => {
+            let again = retryable && policy.is_some_and(|p| retryable_response(p, &resp));
+            // The server's hint matters only for a retry.
+            (again.then(|| server_pushback(resp.headers())), Ok(resp))
+        }
+        Attempt::NotSent(e) => (Some(None), Err(e)),
+        Attempt::Refused(e) => return Next::Done(Err(e)),
+        Attempt::Failed(e) => (retryable.then_some(None), Err(e)),
+    };
+    let Some(pushback) = retry else {
+        return Next::Done(result);
+    };
+    if n >= max || !replayable {
+        return Next::Done(result);
+    }
+    let wait = match (pushback, policy) {
+        (Some(p), _) => p,
+        (None, Some(pol)) => backoff(pol, n),
+        (None, None) => Duration::ZERO,
+    };
+    let now = tokio::time::Instant::now();
+    if wait == Duration::MAX
+        || deadline.is_some_and(|d| now.checked_add(wait).is_none_or(|t| t >= d))
+    {
+        // The server said not to, or the wait would outlive the deadline.
+        return Next::Done(result);
+    }
+    if budget.is_some_and(|b| !b.try_withdraw()) {
+        metrics::counter!("apimesh.retry.budget_exhausted").increment(1);
+        return Next::Done(result);
+    }
+    drop(result);
+    metrics::counter!("apimesh.retry.attempts").increment(1);
+    Next::Again(wait)
+}
+
 /// The retry loop shared by the mesh client and [`RetryLayer`](super::RetryLayer):
 /// attempts while the policy, the budget, the body and the deadline allow,
 /// with full-jitter backoff or the server's pushback, and a hedged second
@@ -375,48 +451,49 @@ where
         _ => false,
     };
     let mut n = 0u32;
+    let outcome = match hedge {
+        Some(delay) => hedged(&mut attempt, delay, budget, &mut n, settles).await,
+        None => attempt(0).await,
+    };
+    n += 1;
+    match next(policy, budget, retryable, replayable, deadline, n, outcome) {
+        Next::Done(result) => result,
+        Next::Again(wait) => {
+            resume(
+                policy, budget, retryable, replayable, deadline, attempt, n, wait,
+            )
+            .await
+        }
+    }
+}
+
+/// The retry loop after `n` attempts, [`next`] having decided on another
+/// one after `wait` (never hedged: only a first attempt is).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn resume<F, Fut, RB>(
+    policy: Option<&RetryPolicy>,
+    budget: Option<&super::RetryBudget>,
+    retryable: bool,
+    replayable: bool,
+    deadline: Option<tokio::time::Instant>,
+    mut attempt: F,
+    mut n: u32,
+    mut wait: Duration,
+) -> Result<Response<RB>, mesh_core::MeshError>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Attempt<RB>> + Send + 'static,
+    RB: Send + 'static,
+{
     loop {
-        let outcome = match hedge {
-            Some(delay) if n == 0 => hedged(&mut attempt, delay, budget, &mut n, settles).await,
-            _ => attempt(n).await,
-        };
-        n += 1;
-        let (retry, result) = match outcome {
-            Attempt::Response(resp) => {
-                let again = retryable && policy.is_some_and(|p| retryable_response(p, &resp));
-                // The server's hint matters only for a retry.
-                (again.then(|| server_pushback(resp.headers())), Ok(resp))
-            }
-            Attempt::NotSent(e) => (Some(None), Err(e)),
-            Attempt::Refused(e) => return Err(e),
-            Attempt::Failed(e) => (retryable.then_some(None), Err(e)),
-        };
-        let Some(pushback) = retry else {
-            return result;
-        };
-        if n >= max || !replayable {
-            return result;
-        }
-        let wait = match (pushback, policy) {
-            (Some(p), _) => p,
-            (None, Some(pol)) => backoff(pol, n),
-            (None, None) => Duration::ZERO,
-        };
-        let now = tokio::time::Instant::now();
-        if wait == Duration::MAX
-            || deadline.is_some_and(|d| now.checked_add(wait).is_none_or(|t| t >= d))
-        {
-            // The server said not to, or the wait would outlive the deadline.
-            return result;
-        }
-        if budget.is_some_and(|b| !b.try_withdraw()) {
-            metrics::counter!("apimesh.retry.budget_exhausted").increment(1);
-            return result;
-        }
-        drop(result);
-        metrics::counter!("apimesh.retry.attempts").increment(1);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
+        }
+        let outcome = attempt(n).await;
+        n += 1;
+        match next(policy, budget, retryable, replayable, deadline, n, outcome) {
+            Next::Done(result) => return result,
+            Next::Again(w) => wait = w,
         }
     }
 }
