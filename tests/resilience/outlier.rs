@@ -1,6 +1,6 @@
 //! Outlier ejection through the mesh client: never more than
-//! `max_ejection_percent` of a service's endpoints, and never the last way
-//! to reach it.
+//! `max_ejection_percent` of a service's endpoints, never the last way to
+//! reach it, and on a failure rate as well as on a streak.
 
 use std::sync::Arc;
 
@@ -101,4 +101,55 @@ async fn with_every_endpoint_ejected_requests_still_reach_one() {
     }
     assert_eq!(ejected(&mesh), 4);
     assert_eq!(hits.iter().map(Hits::get).sum::<usize>(), 20);
+}
+
+/// An upstream that fails every third request with 503.
+async fn failing_every_third(name: &'static str, hits: Hits) -> Server {
+    support::serve(axum::Router::new().fallback(move || {
+        let hits = hits.clone();
+        async move {
+            let n = hits.hit();
+            let code = if n % 3 == 2 {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                http::StatusCode::OK
+            };
+            (code, name)
+        }
+    }))
+    .await
+}
+
+#[tokio::test]
+async fn a_low_success_rate_ejects_an_endpoint_that_never_fails_twice_in_a_row() {
+    let flaky_hits = Hits::default();
+    let flaky = failing_every_third("flaky", flaky_hits.clone()).await;
+    let good = support::answering("good", 200, Hits::default()).await;
+    // The flaky endpoint takes every request while it is healthy: the good
+    // one is the failover (priority 1).
+    let mesh = support::mesh(&format!(
+        "[[services]]\nname = \"inventory\"\n\
+         outlier = {{ consecutive_failures = 5, failure_percent = 30, min_requests = 12, interval = \"60s\", base_ejection = \"60s\" }}\n\
+         endpoints = [{{ address = \"{}\" }}, {{ address = \"{}\", priority = 1 }}]\n",
+        flaky.addr, good.addr
+    ))
+    .await;
+    let client = mesh.client("inventory");
+    for _ in 0..200 {
+        client.get("/").send().await.unwrap();
+    }
+    let eps = mesh.outbound().endpoints();
+    let flaky_ep = eps
+        .iter()
+        .find(|e| e.address == flaky.addr.to_string())
+        .unwrap();
+    assert!(!flaky_ep.healthy, "{eps:#?}");
+    assert_eq!(flaky_ep.ejections, 1);
+    assert!(flaky_ep.probation, "it will be probed when it is back");
+    // Ejected at its first failure from the 12th request on: the 12th.
+    assert_eq!(flaky_hits.get(), 12);
+    assert!(
+        eps.iter()
+            .any(|e| e.address == good.addr.to_string() && e.healthy)
+    );
 }

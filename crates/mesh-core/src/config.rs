@@ -405,6 +405,17 @@ pub struct OutlierSpec {
     /// Largest share of endpoints ejected at once, percent (default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ejection_percent: Option<f64>,
+    /// Eject an endpoint whose failures reach this percentage of its
+    /// requests within one `interval` (off when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_percent: Option<f64>,
+    /// Requests an endpoint must have had in the `interval` before
+    /// `failure_percent` applies (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u32>,
+    /// The window `failure_percent` is counted over (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
 }
 
 /// A plan: the rates and quotas a consumer gets.

@@ -368,6 +368,13 @@ pub struct OutlierPolicy {
     /// Largest share (0–1) of the service's endpoints ejected at once;
     /// one endpoint may always be ejected.
     pub max_ejection: f64,
+    /// Failure share (0–1) of an endpoint's requests in one `interval`
+    /// that ejects it; `None`: only consecutive failures eject.
+    pub failure_rate: Option<f64>,
+    /// Requests in the `interval` before `failure_rate` applies.
+    pub min_requests: u32,
+    /// The window `failure_rate` is counted over.
+    pub interval: Duration,
 }
 
 impl Default for OutlierPolicy {
@@ -376,6 +383,9 @@ impl Default for OutlierPolicy {
             consecutive_failures: 5,
             base_ejection: Duration::from_secs(30),
             max_ejection: 0.5,
+            failure_rate: None,
+            min_requests: 20,
+            interval: Duration::from_secs(10),
         }
     }
 }

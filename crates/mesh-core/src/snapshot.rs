@@ -875,6 +875,29 @@ fn compile_service(cx: &mut Cx, path: &str, s: &ServiceSpec) -> Service {
         if let Some(p) = o.max_ejection_percent {
             outlier.max_ejection = cx.percent(&format!("{path}.outlier.max_ejection_percent"), p);
         }
+        if let Some(p) = o.failure_percent {
+            let field = format!("{path}.outlier.failure_percent");
+            let rate = cx.percent(&field, p);
+            if rate > 0.0 {
+                outlier.failure_rate = Some(rate);
+            } else {
+                cx.err(field, "must be greater than 0");
+            }
+        }
+        match o.min_requests {
+            Some(0) => cx.err(
+                format!("{path}.outlier.min_requests"),
+                "must be greater than 0",
+            ),
+            Some(n) => outlier.min_requests = n,
+            None => {}
+        }
+        let interval = format!("{path}.outlier.interval");
+        match cx.opt_duration(&interval, &o.interval) {
+            Some(d) if d.is_zero() => cx.err(interval, "must be greater than 0"),
+            Some(d) => outlier.interval = d,
+            None => {}
+        }
     }
     let mut ids = HashSet::new();
     let mut endpoints = Vec::with_capacity(s.endpoints.len());

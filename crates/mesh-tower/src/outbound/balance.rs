@@ -69,7 +69,8 @@ impl Pick<'_> {
     /// nowhere else to go: better to try an ejected endpoint than to fail).
     pub(crate) fn choose(&self, panic: bool) -> Option<usize> {
         let eps = &self.svc.endpoints;
-        let ok = |i: usize, ep: &Ep| self.eligible(i, ep) && (panic || ep.state.healthy(self.now));
+        let ok =
+            |i: usize, ep: &Ep| self.eligible(i, ep) && (panic || ep.state.available(self.now));
         // The best priority group with a usable endpoint.
         let priority = eps
             .iter()

@@ -153,6 +153,9 @@ pub struct EndpointStatus {
     pub ejected_for_seconds: Option<f64>,
     /// Ejections in a row.
     pub ejections: u32,
+    /// Back from an ejection and not yet answered well: one request at a
+    /// time probes it, and a failure ejects it again at once.
+    pub probation: bool,
     /// Failures in a row.
     pub consecutive_failures: u32,
     /// Requests in flight.
@@ -206,6 +209,7 @@ impl Outbound {
                     ejected_for_seconds: (until > now)
                         .then(|| Duration::from_nanos(until - now).as_secs_f64()),
                     ejections: ep.state.ejections(),
+                    probation: ep.state.on_probation(),
                     consecutive_failures: ep.state.consecutive_failures(),
                     in_flight: ep.state.in_flight(),
                     requests: ep.state.picked(),

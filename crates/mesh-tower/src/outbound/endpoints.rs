@@ -55,6 +55,14 @@ pub(crate) struct EndpointState {
     failures: AtomicU32,
     ejected_until: AtomicU64,
     ejections: AtomicU32,
+    /// Back from an ejection and not yet answered well: one request at a
+    /// time may probe it, and a failure ejects it again at once (the
+    /// per-endpoint breaker's half-open state).
+    probation: AtomicBool,
+    /// The failure-rate window: when it started, requests and failures.
+    window_start: AtomicU64,
+    window_requests: AtomicU32,
+    window_failures: AtomicU32,
     picked: AtomicU64,
 }
 
@@ -68,6 +76,10 @@ impl EndpointState {
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
+            probation: AtomicBool::new(false),
+            window_start: AtomicU64::new(0),
+            window_requests: AtomicU32::new(0),
+            window_failures: AtomicU32::new(0),
             picked: AtomicU64::new(0),
         }
     }
@@ -105,6 +117,52 @@ impl EndpointState {
 
     pub(crate) fn healthy(&self, now: u64) -> bool {
         self.ejected_until.load(Ordering::Relaxed) <= now
+    }
+
+    /// Whether the balancer may send a request now: not ejected, and, on
+    /// probation after an ejection, not already probed by a request in
+    /// flight.
+    pub(crate) fn available(&self, now: u64) -> bool {
+        self.healthy(now)
+            && !(self.probation.load(Ordering::Relaxed)
+                && self.in_flight.load(Ordering::Relaxed) > 0)
+    }
+
+    /// Back from an ejection, not yet answered well.
+    pub(crate) fn on_probation(&self) -> bool {
+        self.probation.load(Ordering::Relaxed)
+    }
+
+    /// Counts one outcome in the failure-rate window (a tumbling window of
+    /// `interval`); returns whether the failures now reach `rate` of at
+    /// least `min_requests` requests.
+    fn count(&self, failed: bool, now: u64, policy: &OutlierPolicy) -> bool {
+        let Some(rate) = policy.failure_rate else {
+            return false;
+        };
+        let interval = u64::try_from(policy.interval.as_nanos()).unwrap_or(u64::MAX);
+        let start = self.window_start.load(Ordering::Relaxed);
+        if now.saturating_sub(start) >= interval
+            && self
+                .window_start
+                .compare_exchange(start, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.window_requests.store(0, Ordering::Relaxed);
+            self.window_failures.store(0, Ordering::Relaxed);
+        }
+        let requests = self
+            .window_requests
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if !failed {
+            return false;
+        }
+        let failures = self
+            .window_failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        requests >= policy.min_requests && f64::from(failures) >= rate * f64::from(requests)
     }
 
     pub(crate) fn in_flight(&self) -> u32 {
@@ -186,16 +244,26 @@ pub(crate) struct ServiceEndpoints {
     pub(crate) max_concurrent: Option<u32>,
     pub(crate) outlier: OutlierPolicy,
     pub(crate) endpoints: Vec<Ep>,
+    /// Held while an ejection is decided (see `failure`).
+    pub(crate) ejecting: Mutex<()>,
 }
 
 impl ServiceEndpoints {
-    /// Counts a success: the endpoint's failure streak ends.
+    /// Counts a success: the endpoint's failure streak (and probation)
+    /// ends.
     pub(crate) fn success(&self, i: usize, now: u64) {
         let Some(ep) = self.endpoints.get(i) else {
             return;
         };
         let s = &ep.state;
-        s.failures.store(0, Ordering::Relaxed);
+        // Loads first: a healthy endpoint's success writes nothing shared.
+        if s.failures.load(Ordering::Relaxed) != 0 {
+            s.failures.store(0, Ordering::Relaxed);
+        }
+        if s.probation.load(Ordering::Relaxed) {
+            s.probation.store(false, Ordering::Relaxed);
+        }
+        s.count(false, now, &self.outlier);
         // A long healthy spell forgets earlier ejections.
         let quiet = self.outlier.base_ejection.as_nanos() as u64 * 10;
         if s.ejections.load(Ordering::Relaxed) > 0
@@ -208,18 +276,34 @@ impl ServiceEndpoints {
         }
     }
 
-    /// Counts a failure (a connect error, or a 502/503/504 answer); after
-    /// `consecutive_failures` in a row the endpoint is ejected for
-    /// `base_ejection` × the number of its ejections in a row, unless that
-    /// would eject more than `max_ejection` of the service (one endpoint
-    /// may always be ejected). Returns whether it was ejected now.
+    /// Counts a failure (a connect error, or a 502/503/504 answer). The
+    /// endpoint is ejected after `consecutive_failures` in a row, when its
+    /// failures reach `failure_rate` of its requests in the window, or at
+    /// once when it fails on probation; for `base_ejection` × the number
+    /// of its ejections in a row, unless that would eject more than
+    /// `max_ejection` of the service (one endpoint may always be ejected).
+    /// Returns whether it was ejected now.
     pub(crate) fn failure(&self, i: usize, now: u64) -> bool {
         let Some(ep) = self.endpoints.get(i) else {
             return false;
         };
         let s = &ep.state;
         let streak = s.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-        if streak < self.outlier.consecutive_failures || !s.healthy(now) {
+        let rate_reached = s.count(true, now, &self.outlier);
+        let probing = s.probation.load(Ordering::Relaxed);
+        if !(probing || rate_reached || streak >= self.outlier.consecutive_failures)
+            || !s.healthy(now)
+        {
+            return false;
+        }
+        // Rare (a failing endpoint crossing its threshold): the count of
+        // ejected endpoints and the ejection are one step, so concurrent
+        // failures never eject past the cap.
+        let _one_at_a_time = self
+            .ejecting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !s.healthy(now) {
             return false;
         }
         let ejected = self
@@ -246,11 +330,24 @@ impl ServiceEndpoints {
             Ordering::Relaxed,
         );
         s.failures.store(0, Ordering::Relaxed);
+        s.probation.store(true, Ordering::Relaxed);
+        // The next window starts when the endpoint is back.
+        s.window_start.store(now, Ordering::Relaxed);
+        s.window_requests.store(0, Ordering::Relaxed);
+        s.window_failures.store(0, Ordering::Relaxed);
+        let reason = if probing {
+            "failed on probation"
+        } else if rate_reached {
+            "failure rate"
+        } else {
+            "consecutive failures"
+        };
         tracing::warn!(
             service = %self.name,
             endpoint = %ep.spec.id,
             ejection = ?time,
-            "endpoint ejected after consecutive failures"
+            reason,
+            "endpoint ejected"
         );
         metrics::counter!("apimesh.outlier.ejections", "service" => self.name.to_string())
             .increment(1);
@@ -331,6 +428,7 @@ impl Directory {
             services.insert(
                 svc.name.clone(),
                 Arc::new(ServiceEndpoints {
+                    ejecting: Mutex::new(()),
                     name: svc.name.clone(),
                     h2c: svc.h2c,
                     max_concurrent: svc.max_concurrent,
@@ -346,5 +444,145 @@ impl Directory {
         });
         self.resolved.store(Some(r.clone()));
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn service(outlier: &str, endpoints: usize) -> Arc<ServiceEndpoints> {
+        let eps: Vec<String> = (0..endpoints)
+            .map(|i| format!("{{ address = \"127.0.0.1:{}\" }}", 9000 + i))
+            .collect();
+        let toml = format!(
+            "[[services]]\nname = \"inventory\"\noutlier = {outlier}\nendpoints = [{}]\n",
+            eps.join(", ")
+        );
+        let snapshot = Snapshot::from_toml(&toml, 1).unwrap();
+        let resolved = Directory::new().resolve(&snapshot);
+        resolved.services.get("inventory").unwrap().clone()
+    }
+
+    #[test]
+    fn an_endpoint_back_from_ejection_is_probed_and_a_failed_probe_ejects_it_again() {
+        let svc = service(
+            "{ consecutive_failures = 3, base_ejection = \"10s\", max_ejection_percent = 100 }",
+            2,
+        );
+        let s = &svc.endpoints[0].state;
+        assert!(!svc.failure(0, SEC));
+        assert!(!svc.failure(0, SEC));
+        assert!(svc.failure(0, SEC), "the third failure in a row ejects");
+        assert!(!s.healthy(SEC) && !s.available(5 * SEC));
+        // Back after 10 s, on probation: one request at a time.
+        assert!(s.available(11 * SEC) && s.on_probation());
+        let probe = s.start(Clock::new());
+        assert!(!s.available(11 * SEC), "a second probe waits");
+        drop(probe);
+        // One failure on probation ejects again, for twice as long.
+        assert!(svc.failure(0, 11 * SEC));
+        assert!(!s.healthy(30 * SEC) && s.healthy(31 * SEC));
+        // A success ends probation; then it takes a streak again.
+        svc.success(0, 31 * SEC);
+        assert!(!s.on_probation());
+        assert!(!svc.failure(0, 32 * SEC));
+        assert!(s.healthy(32 * SEC));
+    }
+
+    #[test]
+    fn a_failure_rate_ejects_without_a_streak() {
+        let svc = service(
+            "{ consecutive_failures = 5, failure_percent = 30, min_requests = 20, interval = \"10s\" }",
+            2,
+        );
+        // Every third request fails: never two failures in a row, 33%.
+        let mut ejected_at = None;
+        for n in 1..=30u64 {
+            let now = n * SEC / 10;
+            if n % 3 == 0 {
+                if svc.failure(0, now) {
+                    ejected_at = Some(n);
+                    break;
+                }
+            } else {
+                svc.success(0, now);
+            }
+        }
+        assert_eq!(ejected_at, Some(21), "at the first failure after 20 requests");
+        // The other endpoint, at 10%, stays.
+        for n in 1..=100u64 {
+            let now = n * SEC / 10;
+            if n % 10 == 0 {
+                assert!(!svc.failure(1, now));
+            } else {
+                svc.success(1, now);
+            }
+        }
+    }
+
+    #[test]
+    fn the_failure_rate_window_starts_over_each_interval() {
+        let svc = service(
+            "{ consecutive_failures = 100, failure_percent = 50, min_requests = 4, interval = \"1s\" }",
+            2,
+        );
+        // 3 failures in one second: under `min_requests`.
+        for _ in 0..3 {
+            assert!(!svc.failure(0, SEC / 2));
+        }
+        // The next second forgets them: 1 failure of 1 request.
+        assert!(!svc.failure(0, 2 * SEC));
+        svc.success(0, 2 * SEC);
+        svc.success(0, 2 * SEC);
+        assert!(svc.failure(0, 2 * SEC), "2 of 4 in this window");
+    }
+
+    #[test]
+    fn concurrent_failures_never_eject_past_the_cap() {
+        for _ in 0..50 {
+            let svc = service(
+                "{ consecutive_failures = 1, base_ejection = \"60s\", max_ejection_percent = 50 }",
+                8,
+            );
+            std::thread::scope(|scope| {
+                for t in 0..8 {
+                    let svc = &svc;
+                    scope.spawn(move || {
+                        for k in 0..8 {
+                            svc.failure((t + k) % 8, SEC);
+                        }
+                    });
+                }
+            });
+            let ejected = svc
+                .endpoints
+                .iter()
+                .filter(|e| !e.state.healthy(SEC))
+                .count();
+            assert_eq!(ejected, 4);
+        }
+    }
+
+    #[test]
+    fn a_bad_failure_rate_is_a_config_error_naming_the_field() {
+        for (outlier, field) in [
+            ("{ failure_percent = 0 }", "failure_percent"),
+            ("{ failure_percent = 150 }", "failure_percent"),
+            ("{ min_requests = 0 }", "min_requests"),
+            ("{ interval = \"0s\" }", "interval"),
+            ("{ interval = \"soon\" }", "interval"),
+        ] {
+            let toml = format!(
+                "[[services]]\nname = \"inventory\"\noutlier = {outlier}\nendpoints = [{{ address = \"127.0.0.1:9000\" }}]\n"
+            );
+            let err = Snapshot::from_toml(&toml, 1).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("services[0].outlier.{field}")),
+                "{outlier}: {err}"
+            );
+        }
     }
 }
