@@ -319,3 +319,88 @@ endpoints = [{{ address = "{down}" }}]
         7
     );
 }
+
+/// Handles are resolved per route once per revision, on first use, with the
+/// recorder current then: requests before a recorder exists record nothing
+/// (but count on the dashboard), later ones reach the recorder installed
+/// meanwhile, and a new revision's labels apply to the next request.
+#[test]
+fn handles_follow_a_later_recorder_and_each_revision() {
+    use std::sync::Arc;
+
+    use apimesh::{InboundLayer, LiveSnapshot, ObserveLayer, Snapshot, Stats};
+    use tower::{Layer, ServiceExt, service_fn};
+
+    let snapshot = |revision: u64, version: &str| {
+        let toml = format!(
+            r#"
+            [[apis]]
+            name = "orders"
+            versions = [{{ version = "v1" }}, {{ version = "v2" }}]
+
+            [[routes]]
+            id = "orders"
+            api = "orders"
+            version = "{version}"
+            match = {{ path_template = "/orders/{{id}}" }}
+            "#
+        );
+        Arc::new(Snapshot::from_toml(&toml, revision).unwrap())
+    };
+    let live = LiveSnapshot::fixed(snapshot(1, "v1"));
+    let stats = Stats::new();
+    let svc = ObserveLayer::new(live.clone(), stats.clone()).layer(
+        InboundLayer::new(live.clone()).layer(service_fn(|_req: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
+                bytes::Bytes,
+            >::new()))
+        })),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let hit = || {
+        let req = http::Request::get("/orders/1").body(()).unwrap();
+        let res = rt.block_on(svc.clone().oneshot(req)).unwrap();
+        assert_eq!(res.status(), 200);
+    };
+
+    hit();
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        hit();
+        hit();
+        assert!(live.store(snapshot(2, "v2")));
+        hit();
+    });
+
+    // A snapshot drains the histograms: take one.
+    let recorded = snapshotter.snapshot().into_vec();
+    let samples = |version: &str| -> usize {
+        recorded
+            .iter()
+            .filter(|(key, ..)| {
+                let key = key.key();
+                key.name() == "http.server.request.duration"
+                    && key
+                        .labels()
+                        .any(|l| l.key() == "apimesh.api.version" && l.value() == version)
+            })
+            .map(|(.., value)| match value {
+                metrics_util::debugging::DebugValue::Histogram(v) => v.len(),
+                other => panic!("not a histogram: {other:?}"),
+            })
+            .sum()
+    };
+    assert_eq!(samples("v1"), 2);
+    assert_eq!(samples("v2"), 1);
+    let versions = stats.versions();
+    assert_eq!(
+        versions,
+        [
+            ("orders".to_owned(), "v1".to_owned(), 3),
+            ("orders".to_owned(), "v2".to_owned(), 1),
+        ]
+    );
+}

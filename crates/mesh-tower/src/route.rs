@@ -44,6 +44,11 @@ impl MatchedRoute {
     pub fn revision(&self) -> u64 {
         self.snapshot.revision()
     }
+
+    /// The route's position in the snapshot's route list.
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
 }
 
 /// The rejection when a handler asks for [`MatchedRoute`] but the request

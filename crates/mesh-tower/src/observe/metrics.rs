@@ -2,41 +2,83 @@
 //! per request, a sampled access log and the dashboard's statistics.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
-use dashmap::DashMap;
+use governor::clock::{Clock, DefaultClock, Reference};
 use http::{HeaderMap, Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use metrics::{Histogram, Label};
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
 
+use super::state::{METHODS, ObserveState, Outcome, method_index};
 use super::stats::Stats;
+use crate::compiled::Compiled;
+use crate::compiled::{PerRevision, StateCache};
+use crate::live::SnapshotCache;
 use crate::{LiveSnapshot, MatchedRoute};
 
 /// What later stages learn about a request, for the metrics and the access
 /// log of [`ObserveLayer`]: it puts an `Arc<Observed>` into the request's
-/// extensions and the inbound stages fill it in.
+/// extensions and the inbound stages fill it in. It also holds what the
+/// observe stage itself noted when the request came in, so the response
+/// future and body carry one pointer.
 #[derive(Debug, Default)]
 pub struct Observed {
-    pub(crate) route: OnceLock<MatchedRoute>,
+    /// The matched route's position in the state's revision, plus one
+    /// (0: none, or matched in another revision, then in `route`).
+    route_index: AtomicUsize,
+    route: OnceLock<MatchedRoute>,
     pub(crate) consumer: OnceLock<Arc<str>>,
     pub(crate) version: OnceLock<crate::ApiVersion>,
     pub(crate) destination: OnceLock<Arc<str>>,
     pub(crate) attempts: AtomicU32,
+    /// Set by [`Observe`] (`None` in a slot made elsewhere: nothing is
+    /// recorded).
+    start: Option<Start>,
+}
+
+/// What [`Observe`] notes when a request comes in.
+#[derive(Debug)]
+struct Start {
+    /// The state of the revision that was live.
+    obs: Arc<ObserveState>,
+    at: <DefaultClock as Clock>::Instant,
+    /// Index in [`METHODS`].
+    method: u8,
+    grpc: bool,
+    span: tracing::Span,
+    /// The request path, kept only when the access log is enabled.
+    path: Option<Box<str>>,
 }
 
 impl Observed {
-    /// Notes the route (the inbound stage does).
+    /// Notes the route (the inbound stage does): its position when it was
+    /// matched in the revision the observe stage resolved, else the match.
     pub(crate) fn set_route(&self, m: &MatchedRoute) {
-        let _ = self.route.set(m.clone());
+        match &self.start {
+            Some(st) if st.obs.revision() == m.revision() => {
+                self.route_index.store(m.index() + 1, Ordering::Relaxed);
+            }
+            _ => {
+                let _ = self.route.set(m.clone());
+            }
+        }
     }
+}
+
+/// The clock durations are measured with, the rate limiter's: the CPU's
+/// time-stamp counter through `quanta` when it is invariant (a few
+/// nanoseconds to read where `clock_gettime` costs about 25), else the
+/// monotonic clock. Real time: Tokio's paused test clock does not move it.
+fn clock() -> &'static DefaultClock {
+    static CLOCK: OnceLock<DefaultClock> = OnceLock::new();
+    CLOCK.get_or_init(DefaultClock::default)
 }
 
 /// The label of requests no route matched: a fixed value, so random paths
@@ -49,22 +91,20 @@ pub const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct HistKey {
-    route: Option<Arc<str>>,
-    method: &'static str,
-    status: u16,
-    grpc: Option<u8>,
-    version: Option<(Arc<str>, Arc<str>)>,
-    consumer: Option<Arc<str>>,
-}
-
-#[derive(Debug)]
 struct Shared {
     live: LiveSnapshot,
     stats: Stats,
-    handles: DashMap<HistKey, Histogram, foldhash::fast::RandomState>,
-    unmatched: Arc<str>,
+    /// Labels, handles and statistics cells per route, per revision.
+    states: PerRevision<ObserveState>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("live", &self.live)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The outermost inbound stage (part of `mesh.inbound()`): per request
@@ -74,7 +114,8 @@ struct Shared {
 ///   `http.response.status_code`, `apimesh.api`, `apimesh.api.version` and,
 ///   with `[observability] consumer_label`, `apimesh.consumer`; gRPC calls
 ///   record `rpc.server.call.duration` with `rpc.grpc.status_code` instead.
-///   Handles are made once per label set, not per request.
+///   Handles are resolved per route once per snapshot revision (on first
+///   use, with the recorder installed then), not looked up per request.
 /// - a `tracing` span (`http.server`) with OpenTelemetry HTTP fields and the
 ///   W3C trace id;
 /// - one access-log event (target `apimesh::access`), sampled per
@@ -90,12 +131,14 @@ pub struct ObserveLayer {
 impl ObserveLayer {
     /// A layer reading `[observability]` from `live` and feeding `stats`.
     pub fn new(live: LiveSnapshot, stats: Stats) -> ObserveLayer {
+        // Calibrates the clock now rather than on the first request.
+        let _ = clock();
+        let states = PerRevision::new(ObserveState::build(&live.load(), &stats));
         ObserveLayer {
             shared: Arc::new(Shared {
                 live,
                 stats,
-                handles: DashMap::default(),
-                unmatched: Arc::from(UNMATCHED),
+                states,
             }),
         }
     }
@@ -112,32 +155,44 @@ impl<S> Layer<S> for ObserveLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Observe {
             inner,
+            live: self.shared.live.cache(),
+            states: self.shared.states.cache(),
             shared: self.shared.clone(),
         }
     }
 }
 
 /// The service made by [`ObserveLayer`].
-#[derive(Debug, Clone)]
 pub struct Observe<S> {
     inner: S,
     shared: Arc<Shared>,
+    live: SnapshotCache,
+    states: StateCache<ObserveState>,
+}
+
+impl<S: Clone> Clone for Observe<S> {
+    fn clone(&self) -> Self {
+        Observe {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            live: self.live.clone(),
+            states: self.states.clone(),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Observe<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observe")
+            .field("inner", &self.inner)
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Bounded method label: the known methods, else `_OTHER`.
 pub(crate) fn method_label(m: &Method) -> &'static str {
-    match *m {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        Method::TRACE => "TRACE",
-        Method::CONNECT => "CONNECT",
-        _ => "_OTHER",
-    }
+    METHODS[usize::from(method_index(m))]
 }
 
 impl<S, B, RB> Service<Request<B>> for Observe<S>
@@ -154,40 +209,54 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let observed = Arc::new(Observed::default());
-        req.extensions_mut().insert(observed.clone());
+        let at = clock().now();
+        // The state of the live revision: the one the route stage is about
+        // to match in (a request matched in a newer one takes the uncached
+        // path when it ends).
+        let snapshot = self.live.load();
+        let shared = &self.shared;
+        let obs = shared
+            .states
+            .for_snapshot(self.states.load(), snapshot, |s| {
+                ObserveState::build(s, &shared.stats)
+            })
+            .clone();
         let grpc = mesh_core::is_grpc(req.headers());
-        let method = method_label(req.method());
-        let trace = crate::outbound::TraceContext::from_headers(req.headers());
+        let method = method_index(req.method());
         let span = tracing::info_span!(
             "http.server",
             otel.kind = "server",
             otel.name = tracing::field::Empty,
-            http.request.method = method,
+            http.request.method = METHODS[usize::from(method)],
             url.path = req.uri().path(),
             http.route = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
             trace_id = tracing::field::Empty,
             parent_id = tracing::field::Empty,
         );
-        if let Some(t) = &trace {
-            span.record("trace_id", t.trace_id_hex());
-            span.record("parent_id", hex8(&t.parent_id));
+        if !span.is_disabled() {
+            if let Some(t) = crate::outbound::TraceContext::from_headers(req.headers()) {
+                span.record("trace_id", t.trace_id_hex());
+                span.record("parent_id", hex8(&t.parent_id));
+            }
         }
         let path = tracing::enabled!(target: "apimesh::access", tracing::Level::INFO)
-            .then(|| req.uri().path().to_owned());
-        let fut = self.inner.call(req).instrument(span.clone());
-        ObserveFuture {
-            inner: fut,
-            state: Some(State {
-                shared: self.shared.clone(),
-                observed,
-                start: Instant::now(),
+            .then(|| Box::from(req.uri().path()));
+        let observed = Arc::new(Observed {
+            start: Some(Start {
+                obs,
+                at,
                 method,
                 grpc,
-                span,
+                span: span.clone(),
                 path,
             }),
+            ..Observed::default()
+        });
+        req.extensions_mut().insert(observed.clone());
+        ObserveFuture {
+            inner: self.inner.call(req).instrument(span),
+            observed: Some(observed),
         }
     }
 }
@@ -196,29 +265,12 @@ fn hex8(b: &[u8; 8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-struct State {
-    shared: Arc<Shared>,
-    observed: Arc<Observed>,
-    start: Instant,
-    method: &'static str,
-    grpc: bool,
-    span: tracing::Span,
-    /// The request path, kept only when the access log is enabled.
-    path: Option<String>,
-}
-
-impl std::fmt::Debug for State {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("State").finish_non_exhaustive()
-    }
-}
-
 pin_project! {
     /// The future of [`Observe`].
     pub struct ObserveFuture<F> {
         #[pin]
         inner: tracing::instrument::Instrumented<F>,
-        state: Option<State>,
+        observed: Option<Arc<Observed>>,
     }
 }
 
@@ -232,7 +284,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = ready!(this.inner.poll(cx));
-        let Some(state) = this.state.take() else {
+        let Some(observed) = this.observed.take() else {
             return Poll::Ready(out.map(|r| {
                 r.map(|b| ObservedBody {
                     inner: b,
@@ -242,17 +294,16 @@ where
         };
         Poll::Ready(match out {
             Ok(resp) => {
-                let status = resp.status().as_u16();
-                let grpc_head =
-                    crate::resilience::retry::grpc_status(resp.headers()).map(|c| c.as_u8());
                 let mut end = End {
-                    state,
-                    status,
-                    grpc: grpc_head,
-                    done: false,
+                    observed,
+                    status: resp.status().as_u16(),
+                    grpc: None,
                 };
+                if end.is_grpc() {
+                    end.trailers(resp.headers());
+                }
                 if resp.body().is_end_stream() {
-                    end.finish();
+                    drop(end);
                     Ok(resp.map(|b| ObservedBody {
                         inner: b,
                         end: None,
@@ -265,28 +316,31 @@ where
                 }
             }
             Err(e) => {
-                let mut end = End {
-                    state,
+                drop(End {
+                    observed,
                     status: 500,
                     grpc: None,
-                    done: false,
-                };
-                end.finish();
+                });
                 Err(e)
             }
         })
     }
 }
 
-/// What is recorded when the response ends.
+/// Records the request when dropped: when the response body ends, or
+/// is dropped before it does.
 struct End {
-    state: State,
+    observed: Arc<Observed>,
     status: u16,
+    /// The gRPC status the head or the trailers carried.
     grpc: Option<u8>,
-    done: bool,
 }
 
 impl End {
+    fn is_grpc(&self) -> bool {
+        self.observed.start.as_ref().is_some_and(|s| s.grpc)
+    }
+
     fn trailers(&mut self, t: &HeaderMap) {
         if let Some(c) = crate::resilience::retry::grpc_status(t) {
             self.grpc = Some(c.as_u8());
@@ -294,40 +348,32 @@ impl End {
     }
 
     fn finish(&mut self) {
-        if self.done {
+        let o = &*self.observed;
+        let Some(s) = &o.start else {
             return;
-        }
-        self.done = true;
-        let s = &self.state;
-        let elapsed = s.start.elapsed();
-        let loaded;
-        let snapshot: &mesh_core::Snapshot = match s.observed.route.get() {
-            Some(m) => m.snapshot(),
-            None => {
-                loaded = s.shared.live.load();
-                &loaded
-            }
         };
-        let (route_id, label, route_version) = match s.observed.route.get() {
-            Some(m) => {
-                let r = m.route();
-                (
-                    Some(r.id_arc().clone()),
-                    r.path_label().clone(),
-                    r.api_arc().cloned().zip(r.version_arc().cloned()),
-                )
-            }
-            None => (None, s.shared.unmatched.clone(), None),
-        };
-        let version = match s.observed.version.get() {
-            // Reuse the route's strings when they are the same.
-            Some(v) => match &route_version {
-                Some((a, rv)) if &**a == v.api() && &**rv == v.version() => route_version.clone(),
-                _ => Some((Arc::from(v.api()), Arc::from(v.version()))),
+        let elapsed = Duration::from(clock().now().duration_since(s.at));
+        let uncached;
+        let (route, cached) = match o.route_index.load(Ordering::Relaxed) {
+            0 => match o.route.get() {
+                None => (s.obs.unmatched(), true),
+                Some(m) => match s.obs.route(m) {
+                    Some(r) => (r, true),
+                    None => {
+                        // Matched in another revision than the state's:
+                        // labels made for this request, handles registered
+                        // directly.
+                        uncached = ObserveState::uncached(m.route(), m.snapshot());
+                        (&uncached, false)
+                    }
+                },
             },
-            None => route_version,
+            i => match s.obs.route_at(i - 1) {
+                Some(r) => (r, true),
+                None => (s.obs.unmatched(), true),
+            },
         };
-        let consumer = s.observed.consumer.get().cloned();
+        let consumer = o.consumer.get();
         let grpc_code = if s.grpc {
             Some(self.grpc.unwrap_or(if self.status < 400 { 0 } else { 2 }))
         } else {
@@ -335,67 +381,43 @@ impl End {
         };
         let failed =
             self.status >= 500 || grpc_code.is_some_and(|c| matches!(c, 2 | 4 | 8 | 13 | 14 | 15));
-        let consumer_label = snapshot.config().observability.consumer_label;
-        let key = HistKey {
-            route: route_id.clone(),
+        let outcome = Outcome {
             method: s.method,
             status: self.status,
             grpc: grpc_code,
-            version: version.clone(),
-            consumer: if consumer_label {
-                consumer.clone()
-            } else {
-                None
-            },
-        };
-        let hist = match s.shared.handles.get(&key) {
-            Some(h) => h.clone(),
-            None => {
-                let h = histogram(&key, &label, s.grpc);
-                s.shared.handles.insert(key, h.clone());
-                h
-            }
-        };
-        hist.record(elapsed.as_secs_f64());
-        let route_key: &Arc<str> = route_id.as_ref().unwrap_or(&s.shared.unmatched);
-        s.shared.stats.record(
-            route_key,
-            &label,
             failed,
             elapsed,
-            version.as_ref().map(|(a, v)| (a, v)),
-            consumer.as_ref(),
-        );
+            version: o.version.get(),
+            consumer,
+        };
+        let version = s.obs.record(route, cached, &outcome);
+        let method = METHODS[usize::from(s.method)];
+        let label = &*route.label;
         if !s.span.is_disabled() {
-            s.span.record("http.route", &*label);
-            s.span
-                .record("otel.name", format!("{} {}", s.method, label));
+            s.span.record("http.route", label);
+            s.span.record("otel.name", format!("{method} {label}"));
             s.span.record("http.response.status_code", self.status);
         }
         let Some(path) = &s.path else {
             return;
         };
-        let sample = snapshot
-            .config()
-            .observability
-            .access_log_sample
-            .unwrap_or(1.0);
+        let sample = s.obs.access_log_sample;
         if sample > 0.0 && (sample >= 1.0 || fastrand::f64() < sample) {
             let _entered = s.span.enter();
             tracing::info!(
                 target: "apimesh::access",
-                method = s.method,
+                method = method,
                 path = %path,
                 route = %label,
-                route_id = route_id.as_deref().unwrap_or(UNMATCHED),
+                route_id = %route.id,
                 status = self.status,
                 grpc_status = grpc_code,
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
-                consumer = consumer.as_deref(),
-                api = version.as_ref().map(|v| &*v.0),
-                version = version.as_ref().map(|v| &*v.1),
-                destination = s.observed.destination.get().map(|d| &**d),
-                attempts = s.observed.attempts.load(Ordering::Relaxed),
+                consumer = consumer.map(|c| &**c),
+                api = version.map(|v| v.0),
+                version = version.map(|v| v.1),
+                destination = o.destination.get().map(|d| &**d),
+                attempts = o.attempts.load(Ordering::Relaxed),
                 "request"
             );
         }
@@ -405,43 +427,6 @@ impl End {
 impl Drop for End {
     fn drop(&mut self) {
         self.finish();
-    }
-}
-
-fn histogram(key: &HistKey, label: &Arc<str>, grpc: bool) -> Histogram {
-    let mut labels = Vec::with_capacity(7);
-    labels.push(Label::new("http.route", label.to_string()));
-    labels.push(Label::new("http.request.method", key.method));
-    if let Some((api, v)) = &key.version {
-        labels.push(Label::new("apimesh.api", api.to_string()));
-        labels.push(Label::new("apimesh.api.version", v.to_string()));
-    }
-    if let Some(c) = &key.consumer {
-        labels.push(Label::new("apimesh.consumer", c.to_string()));
-    }
-    match (grpc, key.grpc) {
-        (true, Some(code)) => {
-            labels.push(Label::new("rpc.system", "grpc"));
-            labels.push(Label::new("rpc.grpc.status_code", code.to_string()));
-            metrics::describe_histogram!(
-                "rpc.server.call.duration",
-                metrics::Unit::Seconds,
-                "Duration of inbound gRPC calls, to the end of the response."
-            );
-            metrics::histogram!("rpc.server.call.duration", labels)
-        }
-        _ => {
-            labels.push(Label::new(
-                "http.response.status_code",
-                key.status.to_string(),
-            ));
-            metrics::describe_histogram!(
-                "http.server.request.duration",
-                metrics::Unit::Seconds,
-                "Duration of inbound HTTP requests, to the end of the response body."
-            );
-            metrics::histogram!("http.server.request.duration", labels)
-        }
     }
 }
 
@@ -482,9 +467,8 @@ where
                 }
             }
             Some(Err(_)) | None => {
-                if let Some(mut end) = this.end.take() {
-                    end.finish();
-                }
+                // Dropping it records the request.
+                drop(this.end.take());
             }
         }
         Poll::Ready(polled)

@@ -4,6 +4,7 @@
 //! `docs/observability.md`.
 
 mod metrics;
+mod state;
 mod stats;
 
 pub(crate) use metrics::method_label;

@@ -23,20 +23,29 @@ type Hasher = foldhash::fast::RandomState;
 const HISTORY: usize = 300;
 
 fn bucket_of(d: Duration) -> usize {
-    let us = d.as_secs_f64() * 1e6 / 50.0;
-    if us <= 1.0 {
+    // The duration in units of 50 µs (multiplications: no division).
+    let x = d.as_secs() as f64 * 20_000.0 + f64::from(d.subsec_nanos()) * 2e-5;
+    if x <= 1.0 {
         return 0;
     }
-    ((us.log2() * 2.0).ceil() as usize).min(BUCKETS - 1)
+    // ⌈2·log2 x⌉ = ⌈log2 x²⌉, read off the binary exponent of x² (no
+    // logarithm call on the request path).
+    let bits = (x * x).to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as usize - 1023;
+    let ceil = exp + usize::from(bits & ((1 << 52) - 1) != 0);
+    ceil.min(BUCKETS - 1)
 }
 
 fn bucket_upper_ms(i: usize) -> f64 {
     0.05 * 2f64.powf(i as f64 / 2.0)
 }
 
+/// One route's counters for the current second.
+///
+/// The request count is the sum of the latency buckets, so a request costs
+/// one or two atomic additions.
 #[derive(Debug)]
-struct Cell {
-    requests: AtomicU64,
+pub(super) struct Cell {
     errors: AtomicU64,
     latency: [AtomicU64; BUCKETS],
 }
@@ -44,7 +53,6 @@ struct Cell {
 impl Default for Cell {
     fn default() -> Self {
         Cell {
-            requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
         }
@@ -52,11 +60,21 @@ impl Default for Cell {
 }
 
 impl Cell {
+    /// Counts one finished request.
+    pub(super) fn record(&self, failed: bool, latency: Duration) {
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency[bucket_of(latency)].fetch_add(1, Ordering::Relaxed);
+    }
+
     fn take(&self) -> (u64, u64, [u64; BUCKETS]) {
+        let latency: [u64; BUCKETS] =
+            std::array::from_fn(|i| self.latency[i].swap(0, Ordering::AcqRel));
         (
-            self.requests.swap(0, Ordering::AcqRel),
+            latency.iter().sum(),
             self.errors.swap(0, Ordering::AcqRel),
-            std::array::from_fn(|i| self.latency[i].swap(0, Ordering::AcqRel)),
+            latency,
         )
     }
 }
@@ -94,7 +112,7 @@ pub struct Stats {
 struct Inner {
     cells: DashMap<Arc<str>, (Arc<str>, Arc<Cell>), Hasher>,
     series: Mutex<std::collections::BTreeMap<Arc<str>, Series>>,
-    versions: DashMap<(Arc<str>, Arc<str>), AtomicU64, Hasher>,
+    versions: DashMap<(Arc<str>, Arc<str>), Arc<AtomicU64>, Hasher>,
     consumers: DashMap<Arc<str>, AtomicU64, Hasher>,
 }
 
@@ -119,8 +137,9 @@ impl Stats {
         Stats::default()
     }
 
-    /// The cell of a route, made on first use.
-    fn cell(&self, route: &Arc<str>, label: &Arc<str>) -> Arc<Cell> {
+    /// The cell of a route, made on first use. The observe stage resolves
+    /// it once per route and snapshot revision, not per request.
+    pub(super) fn cell(&self, route: &Arc<str>, label: &Arc<str>) -> Arc<Cell> {
         if let Some(c) = self.inner.cells.get(route) {
             return c.1.clone();
         }
@@ -130,6 +149,33 @@ impl Stats {
             .or_insert_with(|| (label.clone(), Arc::new(Cell::default())))
             .1
             .clone()
+    }
+
+    /// The request counter of an API version, made on first use (resolved
+    /// like [`cell`](Self::cell)).
+    pub(super) fn version_counter(&self, api: &Arc<str>, version: &Arc<str>) -> Arc<AtomicU64> {
+        let key = (api.clone(), version.clone());
+        if let Some(n) = self.inner.versions.get(&key) {
+            return n.clone();
+        }
+        self.inner.versions.entry(key).or_default().clone()
+    }
+
+    /// Counts one request of `consumer`.
+    pub(super) fn count_consumer(&self, consumer: &Arc<str>) {
+        // Consumers come from the registry, so this map is bounded by it.
+        match self.inner.consumers.get(consumer) {
+            Some(n) => {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                self.inner
+                    .consumers
+                    .entry(consumer.clone())
+                    .or_default()
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Records one finished request.
@@ -142,41 +188,12 @@ impl Stats {
         version: Option<(&Arc<str>, &Arc<str>)>,
         consumer: Option<&Arc<str>>,
     ) {
-        let cell = self.cell(route, label);
-        cell.requests.fetch_add(1, Ordering::Relaxed);
-        if failed {
-            cell.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        cell.latency[bucket_of(latency)].fetch_add(1, Ordering::Relaxed);
+        self.cell(route, label).record(failed, latency);
         if let Some((api, v)) = version {
-            let key = (api.clone(), v.clone());
-            match self.inner.versions.get(&key) {
-                Some(n) => {
-                    n.fetch_add(1, Ordering::Relaxed);
-                }
-                None => {
-                    self.inner
-                        .versions
-                        .entry(key)
-                        .or_default()
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            self.version_counter(api, v).fetch_add(1, Ordering::Relaxed);
         }
         if let Some(c) = consumer {
-            // Consumers come from the registry, so this map is bounded by it.
-            match self.inner.consumers.get(c) {
-                Some(n) => {
-                    n.fetch_add(1, Ordering::Relaxed);
-                }
-                None => {
-                    self.inner
-                        .consumers
-                        .entry(c.clone())
-                        .or_default()
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            self.count_consumer(c);
         }
     }
 
@@ -310,6 +327,26 @@ mod tests {
         let b = bucket_of(Duration::from_millis(1));
         assert!(bucket_upper_ms(b) >= 1.0 && bucket_upper_ms(b) < 1.5, "{b}");
         assert_eq!(bucket_of(Duration::from_secs(100_000)), BUCKETS - 1);
+    }
+
+    #[test]
+    fn buckets_agree_with_the_logarithm() {
+        let by_log = |d: Duration| {
+            let us = d.as_secs_f64() * 1e6 / 50.0;
+            if us <= 1.0 {
+                0
+            } else {
+                ((us.log2() * 2.0).ceil() as usize).min(BUCKETS - 1)
+            }
+        };
+        let mut ns = 1u64;
+        while ns < 10_000_000_000_000 {
+            for d in [ns, ns + 1, ns * 3 / 2, ns * 7 / 5] {
+                let d = Duration::from_nanos(d);
+                assert_eq!(bucket_of(d), by_log(d), "{d:?}");
+            }
+            ns = ns * 11 / 10 + 1;
+        }
     }
 
     #[test]
