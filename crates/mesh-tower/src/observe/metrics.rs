@@ -234,11 +234,12 @@ where
             trace_id = tracing::field::Empty,
             parent_id = tracing::field::Empty,
         );
-        if !span.is_disabled() {
-            if let Some(t) = crate::outbound::TraceContext::from_headers(req.headers()) {
-                span.record("trace_id", t.trace_id_hex());
-                span.record("parent_id", hex8(&t.parent_id));
-            }
+        // The trace context is only read when a subscriber wants the span.
+        if !span.is_disabled()
+            && let Some(t) = crate::outbound::TraceContext::from_headers(req.headers())
+        {
+            span.record("trace_id", t.trace_id_hex());
+            span.record("parent_id", hex8(&t.parent_id));
         }
         let path = tracing::enabled!(target: "apimesh::access", tracing::Level::INFO)
             .then(|| Box::from(req.uri().path()));

@@ -201,11 +201,14 @@ pub(super) struct Outcome<'a> {
 struct Handles {
     recorder: usize,
     /// Per route: per variant and method, a row of status slots.
-    routes: Box<[OnceLock<Box<[OnceLock<Box<Row>>]>>]>,
+    routes: Box<[OnceLock<RouteRows>]>,
     /// Label sets without a slot.
     others: DashMap<OtherKey, Histogram, foldhash::fast::RandomState>,
 }
 
+/// One route's rows, made on its first request.
+type RouteRows = Box<[OnceLock<Box<Row>>]>;
+/// One variant and method of a route: a handle per status slot.
 type Row = [OnceLock<Histogram>; SLOTS];
 
 #[derive(Debug, PartialEq, Eq, Hash)]
