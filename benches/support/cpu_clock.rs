@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 /// The bench thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so that other
 /// processes on a shared machine do not inflate the figures; wall time
 /// with `BENCH_CLOCK=wall` (and where there is no such clock).
-pub fn clock() -> Duration {
+pub(crate) fn clock() -> Duration {
     #[cfg(unix)]
     if std::env::var_os("BENCH_CLOCK").is_none_or(|v| v != "wall") {
         let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
@@ -19,7 +19,7 @@ pub fn clock() -> Duration {
 }
 
 /// Runs `f` `iters` times and returns the time it took on [`clock`].
-pub fn timed(iters: u64, mut f: impl FnMut()) -> Duration {
+pub(crate) fn timed(iters: u64, mut f: impl FnMut()) -> Duration {
     let start = clock();
     for _ in 0..iters {
         f();

@@ -68,17 +68,17 @@ struct Lifecycle {
     headers: &'static [(http::HeaderName, HeaderValue)],
 }
 
+/// A header field before it is interned.
+type Field = (http::HeaderName, String);
+
 /// A lifecycle's header fields, kept for the life of the process.
 ///
 /// Their bytes are static, so adding them to a response copies pointers:
 /// no reference count is touched per response. One set is kept per
 /// distinct combination of dates and links ever configured (a few hundred
 /// bytes each); a snapshot that repeats a set reuses it.
-fn intern_headers(
-    fields: Vec<(http::HeaderName, String)>,
-) -> &'static [(http::HeaderName, HeaderValue)] {
-    static SETS: Interned<Vec<(http::HeaderName, String)>, [(http::HeaderName, HeaderValue)]> =
-        Interned::new();
+fn intern_headers(fields: Vec<Field>) -> &'static [(http::HeaderName, HeaderValue)] {
+    static SETS: Interned<Vec<Field>, [(http::HeaderName, HeaderValue)]> = Interned::new();
     SETS.get_or_leak(fields, |fields| {
         fields
             .iter()
