@@ -460,13 +460,13 @@ impl Head {
         }
     }
 
-    fn copy(parts: &http::request::Parts) -> Head {
+    fn copy<B>(req: &Request<B>) -> Head {
         Head {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: parts.headers.clone(),
-            extensions: parts.extensions.clone(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+            extensions: req.extensions().clone(),
         }
     }
 }
@@ -576,7 +576,7 @@ pin_project! {
         #[pin]
         state: RetryState<S>,
         // `None`: the first attempt is the only one.
-        again: Option<Again<S>>,
+        again: Option<Box<Again<S>>>,
         grpc: bool,
     }
 }
@@ -692,7 +692,7 @@ where
                     match next {
                         retry::Next::Done(result) => break result,
                         retry::Next::Again(wait) => {
-                            let future = Self::rest(again, deadline, wait);
+                            let future = Self::rest(*again, deadline, wait);
                             this.state.set(RetryState::Rest { future });
                         }
                     }
@@ -734,15 +734,15 @@ where
             .get(&GRPC_TIMEOUT)
             .and_then(|v| parse_grpc_timeout(v.as_bytes()))
             .and_then(|t| Instant::now().checked_add(t));
-        let (parts, body) = req.into_parts();
-        let retryable = retry::retryable_request(policy, &parts.method, &parts.headers);
+        let retryable = retry::retryable_request(policy, req.method(), req.headers());
         let max = policy.attempts.max(1);
         let hedged = policy.hedge_after.is_some() && max > 1;
-        if retryable && (hedged || !body.is_end_stream()) {
+        if retryable && (hedged || !req.body().is_end_stream()) {
             // The body is buffered first, or attempts overlap: the
             // general loop, boxed, on clones of the service.
             let clone = self.inner.clone();
             let service = std::mem::replace(&mut self.inner, clone);
+            let (parts, body) = req.into_parts();
             let future = general(service, self.layer.shared.clone(), parts, body, own);
             return RetryFuture {
                 state: RetryState::Rest { future },
@@ -752,28 +752,33 @@ where
         }
         // The first attempt is the service's own call, made now by the
         // service that was polled ready: the budget counts the request,
-        // and what a retry needs is kept aside only when one can happen.
+        // and what a retry needs is kept aside only when one can happen
+        // (boxed: the future that every layer outside moves stays the
+        // size of the inner one).
         self.layer.shared.budget.deposit();
-        let (body, again) = if retryable {
-            // Nothing to read (a `GET`): no buffering.
-            let again = (max > 1).then(|| Again {
+        let again = (retryable && max > 1).then(|| {
+            Box::new(Again {
                 attempts: Attempts {
                     service: self.inner.clone(),
-                    head: Head::copy(&parts),
+                    head: Head::copy(&req),
                     body: AttemptBody::Empty,
                 },
                 shared: self.layer.shared.clone(),
                 own,
                 deadline: None,
-            });
-            (RetryBody::empty(), again)
-        } else {
-            let once = retry::PrefixedBody::new(Default::default(), body);
-            (RetryBody::once(once), None)
-        };
+            })
+        });
+        let req = req.map(|body| {
+            if retryable {
+                // Nothing to read (a `GET`): no buffering.
+                RetryBody::empty()
+            } else {
+                RetryBody::once(retry::PrefixedBody::new(Default::default(), body))
+            }
+        });
         RetryFuture {
             state: RetryState::First {
-                future: self.inner.call(Request::from_parts(parts, body)),
+                future: self.inner.call(req),
             },
             again,
             grpc,
