@@ -14,12 +14,15 @@
 //! `cargo bench --bench resilience`
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "support/cpu_clock.rs"]
+mod cpu_clock;
+use cpu_clock::clock;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
 
 use apimesh::Snapshot;
 use apimesh::layers::resilience::{BulkheadLayer, CircuitBreakerLayer, RetryLayer, TimeoutLayer};
@@ -42,22 +45,6 @@ match = { path_prefix = "/b" }
 circuit_breaker = { mode = "rate", failure_rate = 50, window = 100, min_calls = 20 }
 "#;
 
-/// The bench thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so that other
-/// processes on a shared machine do not inflate the figures; wall time
-/// with `BENCH_CLOCK=wall` (and where there is no such clock).
-fn clock() -> Duration {
-    #[cfg(unix)]
-    if std::env::var_os("BENCH_CLOCK").is_none_or(|v| v != "wall") {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-        return Duration::new(
-            u64::try_from(t.tv_sec).unwrap_or(0),
-            u32::try_from(t.tv_nsec).unwrap_or(0),
-        );
-    }
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed()
-}
-
 /// Polls a future that is expected to be ready immediately.
 fn now<F: Future>(f: F) -> F::Output {
     let mut f = pin!(f);
@@ -67,8 +54,16 @@ fn now<F: Future>(f: F) -> F::Output {
     }
 }
 
+/// A request as hyper's server hands it over: the URI is a slice of the
+/// connection's read buffer (shared, so cloning it counts a reference and
+/// allocates nothing), not a copy of a `&str` (whose first clone would
+/// allocate).
 fn request() -> http::Request<Empty<Bytes>> {
-    http::Request::get("/a/42").body(Empty::new()).unwrap()
+    thread_local! {
+        static READ_BUFFER: Bytes = Bytes::from(b"GET /a/42 HTTP/1.1\r\n\r\n".to_vec());
+    }
+    let uri = READ_BUFFER.with(|b| http::Uri::from_maybe_shared(b.slice(4..9)).unwrap());
+    http::Request::get(uri).body(Empty::new()).unwrap()
 }
 
 /// The upstream: a small response, ready at once, whatever the body type.

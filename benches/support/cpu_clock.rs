@@ -19,6 +19,7 @@ pub(crate) fn clock() -> Duration {
 }
 
 /// Runs `f` `iters` times and returns the time it took on [`clock`].
+#[allow(dead_code)] // Not every bench that includes this module uses it.
 pub(crate) fn timed(iters: u64, mut f: impl FnMut()) -> Duration {
     let start = clock();
     for _ in 0..iters {
