@@ -37,10 +37,19 @@ mod tests {
 
     #[test]
     fn agrees_with_the_system_clock_to_the_second() {
-        let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let before = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let coarse = super::unix_seconds();
-        let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let after = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         // The coarse clock lags by at most a tick.
-        assert!((before.saturating_sub(1)..=after).contains(&coarse), "{before} {coarse} {after}");
+        assert!(
+            (before.saturating_sub(1)..=after).contains(&coarse),
+            "{before} {coarse} {after}"
+        );
     }
 }

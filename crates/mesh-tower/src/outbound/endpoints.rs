@@ -511,7 +511,11 @@ mod tests {
                 svc.success(0, now);
             }
         }
-        assert_eq!(ejected_at, Some(21), "at the first failure after 20 requests");
+        assert_eq!(
+            ejected_at,
+            Some(21),
+            "at the first failure after 20 requests"
+        );
         // The other endpoint, at 10%, stays.
         for n in 1..=100u64 {
             let now = n * SEC / 10;
