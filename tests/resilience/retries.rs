@@ -479,3 +479,22 @@ async fn every_attempt_sees_the_request_extensions() {
     assert_eq!(resp.status(), 503);
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
+
+/// A tower `Buffer` (what a tonic `Channel` is) must be polled ready
+/// before each call; every retry is a clone that is, or `Buffer` panics.
+#[tokio::test(start_paused = true)]
+async fn retries_through_a_buffer_poll_each_clone_ready() {
+    let mock = Mock::statuses(&[503, 503, 200]);
+    let buffered = tower::buffer::Buffer::new(mock.clone(), 4);
+    let svc = retry("retry = { attempts = 3 }").layer(buffered);
+    let resp = call(&svc, request(Method::GET)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(mock.count(), 3);
+    // The general loop too: a hedged request starts on clones.
+    let mock = Mock::statuses(&[503, 200]);
+    let buffered = tower::buffer::Buffer::new(mock.clone(), 4);
+    let svc = retry("retry = { attempts = 2, hedge_after = \"1s\" }").layer(buffered);
+    let resp = call(&svc, request(Method::GET)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(mock.count(), 2);
+}

@@ -141,3 +141,40 @@ async fn a_per_try_timeout_moves_on_to_another_attempt() {
         "answered after {took:?}"
     );
 }
+
+/// A per-try timeout inside a retry layer inside a total timeout: every
+/// attempt, the first one too (which the retry layer starts in its own
+/// `call`), runs with the earlier of the two deadlines.
+#[tokio::test(start_paused = true)]
+async fn every_attempt_sees_the_total_deadline_under_a_per_try_timeout() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let upstream = tower::service_fn(move |_req: http::Request<_>| {
+        let record = record.clone();
+        async move {
+            let deadline = apimesh::CallContext::current().and_then(|c| c.deadline);
+            let n = {
+                let mut seen = record.lock().unwrap();
+                seen.push(deadline);
+                seen.len()
+            };
+            let code = if n == 1 { 503 } else { 200 };
+            Ok::<_, std::convert::Infallible>(support::status(code))
+        }
+    });
+    let retry = RetryLayer::new(
+        policy(r#"retry = { attempts = 2, backoff = "1ms", max_backoff = "1ms" }"#)
+            .retry
+            .unwrap(),
+    );
+    let per_try = TimeoutLayer::new(Duration::from_secs(5));
+    let svc = TimeoutLayer::new(Duration::from_secs(1)).layer(retry.layer(per_try.layer(upstream)));
+    let start = Instant::now();
+    let resp = call(&svc, request(Method::GET)).await;
+    assert_eq!(resp.status(), 200);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    for deadline in seen {
+        assert_eq!(deadline, Some(start + Duration::from_secs(1)));
+    }
+}

@@ -69,8 +69,24 @@ impl Pick<'_> {
     /// nowhere else to go: better to try an ejected endpoint than to fail).
     pub(crate) fn choose(&self, panic: bool) -> Option<usize> {
         let eps = &self.svc.endpoints;
-        let ok =
-            |i: usize, ep: &Ep| self.eligible(i, ep) && (panic || ep.state.available(self.now));
+        // Availability read once: a probe claimed or an ejection made by
+        // another request meanwhile must not make the passes below
+        // disagree (and find nothing). Past 128 endpoints, the rest are
+        // read as they go and `p2c` falls back.
+        let mut available: u128 = 0;
+        for (i, ep) in eps.iter().enumerate().take(128) {
+            if panic || ep.state.available(self.now) {
+                available |= 1 << i;
+            }
+        }
+        let ok = |i: usize, ep: &Ep| {
+            self.eligible(i, ep)
+                && if i < 128 {
+                    (available >> i) & 1 == 1
+                } else {
+                    panic || ep.state.available(self.now)
+                }
+        };
         // The best priority group with a usable endpoint.
         let priority = eps
             .iter()
@@ -154,7 +170,12 @@ impl Pick<'_> {
                 if b >= a {
                     b += 1;
                 }
-                let (a, b) = (nth(a)?, nth(b)?);
+                let (a, b) = match (nth(a), nth(b)) {
+                    (Some(a), Some(b)) => (a, b),
+                    // The set shrank meanwhile (only past 128 endpoints).
+                    (Some(one), None) | (None, Some(one)) => return Some(one),
+                    (None, None) => return nth(0),
+                };
                 Some(if self.cost(b) < self.cost(a) { b } else { a })
             }
         }

@@ -175,6 +175,13 @@ impl CallContext {
         CONTEXT.scope(self, fut)
     }
 
+    /// Runs `f` (a service's synchronous `call`) with this context as the
+    /// task's: a layer that starts its work in `call` (a retry layer's
+    /// first attempt, a per-try timeout) sees it too.
+    pub(crate) fn sync_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        CONTEXT.sync_scope(self.clone(), f)
+    }
+
     /// A context with a deadline `timeout` from now.
     pub fn with_timeout(mut self, timeout: Duration) -> CallContext {
         let d = Instant::now() + timeout;

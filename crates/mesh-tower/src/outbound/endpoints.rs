@@ -59,6 +59,8 @@ pub(crate) struct EndpointState {
     /// time may probe it, and a failure ejects it again at once (the
     /// per-endpoint breaker's half-open state).
     probation: AtomicBool,
+    /// A request on probation is in flight (the probe).
+    probe: AtomicBool,
     /// The failure-rate window: when it started, requests and failures.
     window_start: AtomicU64,
     window_requests: AtomicU32,
@@ -77,6 +79,7 @@ impl EndpointState {
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             probation: AtomicBool::new(false),
+            probe: AtomicBool::new(false),
             window_start: AtomicU64::new(0),
             window_requests: AtomicU32::new(0),
             window_failures: AtomicU32::new(0),
@@ -120,12 +123,10 @@ impl EndpointState {
     }
 
     /// Whether the balancer may send a request now: not ejected, and, on
-    /// probation after an ejection, not already probed by a request in
-    /// flight.
+    /// probation after an ejection, not already being probed.
     pub(crate) fn available(&self, now: u64) -> bool {
         self.healthy(now)
-            && !(self.probation.load(Ordering::Relaxed)
-                && self.in_flight.load(Ordering::Relaxed) > 0)
+            && !(self.probation.load(Ordering::Relaxed) && self.probe.load(Ordering::Relaxed))
     }
 
     /// Back from an ejection, not yet answered well.
@@ -186,15 +187,24 @@ impl EndpointState {
         self.ejections.load(Ordering::Relaxed)
     }
 
-    /// Marks a request as started; the guard ends it.
-    pub(crate) fn start(self: &Arc<Self>, clock: Clock) -> InFlight {
+    /// Marks a request as started; the guard ends it. With `may_probe`
+    /// (not for mirrored copies), a request to an endpoint on probation
+    /// claims the probe if no other request holds it.
+    pub(crate) fn start(self: &Arc<Self>, clock: Clock, may_probe: bool) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.picked.fetch_add(1, Ordering::Relaxed);
+        let probe = may_probe
+            && self.probation.load(Ordering::Relaxed)
+            && self
+                .probe
+                .compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
         InFlight {
             state: self.clone(),
             clock,
             started: clock.now(),
             done: false,
+            probe,
         }
     }
 }
@@ -206,14 +216,25 @@ pub(crate) struct InFlight {
     clock: Clock,
     started: u64,
     done: bool,
+    /// This request holds the endpoint's probe.
+    probe: bool,
 }
 
 impl InFlight {
+    /// Whether this request is the probe of an endpoint on probation:
+    /// its failure ejects the endpoint again at once.
+    pub(crate) fn is_probe(&self) -> bool {
+        self.probe
+    }
+
     /// The response headers arrived: record the latency.
     pub(crate) fn responded(&mut self) {
         if !self.done {
             self.done = true;
             self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+            if self.probe {
+                self.state.probe.store(false, Ordering::Relaxed);
+            }
             let now = self.clock.now();
             self.state
                 .observe(now.saturating_sub(self.started) as f64, now);
@@ -225,6 +246,9 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         if !self.done {
             self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+            if self.probe {
+                self.state.probe.store(false, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -244,8 +268,9 @@ pub(crate) struct ServiceEndpoints {
     pub(crate) max_concurrent: Option<u32>,
     pub(crate) outlier: OutlierPolicy,
     pub(crate) endpoints: Vec<Ep>,
-    /// Held while an ejection is decided (see `failure`).
-    pub(crate) ejecting: Mutex<()>,
+    /// Held while an ejection is decided (see `failure`); one per service
+    /// across revisions.
+    pub(crate) ejecting: Arc<Mutex<()>>,
 }
 
 impl ServiceEndpoints {
@@ -279,21 +304,34 @@ impl ServiceEndpoints {
     /// Counts a failure (a connect error, or a 502/503/504 answer). The
     /// endpoint is ejected after `consecutive_failures` in a row, when its
     /// failures reach `failure_rate` of its requests in the window, or at
-    /// once when it fails on probation; for `base_ejection` × the number
+    /// once when its probe fails on probation (`probe`: the request held
+    /// it); for `base_ejection` × the number
     /// of its ejections in a row, unless that would eject more than
     /// `max_ejection` of the service (one endpoint may always be ejected).
     /// Returns whether it was ejected now.
-    pub(crate) fn failure(&self, i: usize, now: u64) -> bool {
+    pub(crate) fn failure(&self, i: usize, now: u64, probe: bool) -> bool {
         let Some(ep) = self.endpoints.get(i) else {
             return false;
         };
         let s = &ep.state;
         let streak = s.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         let rate_reached = s.count(true, now, &self.outlier);
-        let probing = s.probation.load(Ordering::Relaxed);
+        let probing = probe && s.probation.load(Ordering::Relaxed);
         if !(probing || rate_reached || streak >= self.outlier.consecutive_failures)
             || !s.healthy(now)
         {
+            return false;
+        }
+        let ejected = |svc: &ServiceEndpoints| {
+            svc.endpoints
+                .iter()
+                .filter(|e| !e.state.healthy(now))
+                .count()
+        };
+        let cap =
+            ((self.endpoints.len() as f64 * self.outlier.max_ejection).floor() as usize).max(1);
+        // At the cap already (an outage): no lock to wait for.
+        if ejected(self) >= cap {
             return false;
         }
         // Rare (a failing endpoint crossing its threshold): the count of
@@ -303,17 +341,7 @@ impl ServiceEndpoints {
             .ejecting
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !s.healthy(now) {
-            return false;
-        }
-        let ejected = self
-            .endpoints
-            .iter()
-            .filter(|e| !e.state.healthy(now))
-            .count();
-        let cap =
-            ((self.endpoints.len() as f64 * self.outlier.max_ejection).floor() as usize).max(1);
-        if ejected >= cap {
+        if !s.healthy(now) || ejected(self) >= cap {
             return false;
         }
         let n = s
@@ -372,6 +400,9 @@ type StateKey = (Arc<str>, Arc<str>, String);
 pub(crate) struct Directory {
     pub(crate) clock: Clock,
     states: Mutex<HashMap<StateKey, Arc<EndpointState>>>,
+    /// Each service's ejection lock, kept across revisions as its
+    /// endpoints' states are.
+    ejecting: Mutex<HashMap<Arc<str>, Arc<Mutex<()>>>>,
     resolved: ArcSwapOption<Resolved>,
 }
 
@@ -380,6 +411,7 @@ impl Directory {
         Directory {
             clock: Clock::new(),
             states: Mutex::new(HashMap::new()),
+            ejecting: Mutex::new(HashMap::new()),
             resolved: ArcSwapOption::empty(),
         }
     }
@@ -428,7 +460,13 @@ impl Directory {
             services.insert(
                 svc.name.clone(),
                 Arc::new(ServiceEndpoints {
-                    ejecting: Mutex::new(()),
+                    ejecting: {
+                        let mut locks = self
+                            .ejecting
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        locks.entry(svc.name.clone()).or_default().clone()
+                    },
                     name: svc.name.clone(),
                     h2c: svc.h2c,
                     max_concurrent: svc.max_concurrent,
@@ -438,6 +476,10 @@ impl Directory {
             );
         }
         *states = live;
+        self.ejecting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|name, _| services.contains_key(name));
         let r = Arc::new(Resolved {
             revision: snapshot.revision(),
             services,
@@ -473,22 +515,39 @@ mod tests {
             2,
         );
         let s = &svc.endpoints[0].state;
-        assert!(!svc.failure(0, SEC));
-        assert!(!svc.failure(0, SEC));
-        assert!(svc.failure(0, SEC), "the third failure in a row ejects");
+        assert!(!svc.failure(0, SEC, false));
+        assert!(!svc.failure(0, SEC, false));
+        assert!(
+            svc.failure(0, SEC, false),
+            "the third failure in a row ejects"
+        );
         assert!(!s.healthy(SEC) && !s.available(5 * SEC));
-        // Back after 10 s, on probation: one request at a time.
+        // Back after 10 s, on probation: one probe at a time.
         assert!(s.available(11 * SEC) && s.on_probation());
-        let probe = s.start(Clock::new());
+        let probe = s.start(Clock::new(), true);
+        assert!(probe.is_probe());
         assert!(!s.available(11 * SEC), "a second probe waits");
+        let mirrored = s.start(Clock::new(), false);
+        assert!(!mirrored.is_probe(), "a mirrored copy never probes");
+        drop(mirrored);
+        // A request from before the ejection failing now is no probe: it
+        // counts toward a streak only.
+        assert!(!svc.failure(0, 11 * SEC, false));
         drop(probe);
-        // One failure on probation ejects again, for twice as long.
-        assert!(svc.failure(0, 11 * SEC));
+        assert!(
+            s.available(11 * SEC),
+            "the probe is released with its request"
+        );
+        // The probe failing ejects again at once, for twice as long.
+        let probe = s.start(Clock::new(), true);
+        assert!(svc.failure(0, 11 * SEC, probe.is_probe()));
+        drop(probe);
         assert!(!s.healthy(30 * SEC) && s.healthy(31 * SEC));
         // A success ends probation; then it takes a streak again.
         svc.success(0, 31 * SEC);
         assert!(!s.on_probation());
-        assert!(!svc.failure(0, 32 * SEC));
+        assert!(!s.start(Clock::new(), true).is_probe());
+        assert!(!svc.failure(0, 32 * SEC, true));
         assert!(s.healthy(32 * SEC));
     }
 
@@ -503,7 +562,7 @@ mod tests {
         for n in 1..=30u64 {
             let now = n * SEC / 10;
             if n % 3 == 0 {
-                if svc.failure(0, now) {
+                if svc.failure(0, now, false) {
                     ejected_at = Some(n);
                     break;
                 }
@@ -520,7 +579,7 @@ mod tests {
         for n in 1..=100u64 {
             let now = n * SEC / 10;
             if n % 10 == 0 {
-                assert!(!svc.failure(1, now));
+                assert!(!svc.failure(1, now, false));
             } else {
                 svc.success(1, now);
             }
@@ -535,13 +594,13 @@ mod tests {
         );
         // 3 failures in one second: under `min_requests`.
         for _ in 0..3 {
-            assert!(!svc.failure(0, SEC / 2));
+            assert!(!svc.failure(0, SEC / 2, false));
         }
         // The next second forgets them: 1 failure of 1 request.
-        assert!(!svc.failure(0, 2 * SEC));
+        assert!(!svc.failure(0, 2 * SEC, false));
         svc.success(0, 2 * SEC);
         svc.success(0, 2 * SEC);
-        assert!(svc.failure(0, 2 * SEC), "2 of 4 in this window");
+        assert!(svc.failure(0, 2 * SEC, false), "2 of 4 in this window");
     }
 
     #[test]
@@ -556,7 +615,7 @@ mod tests {
                     let svc = &svc;
                     scope.spawn(move || {
                         for k in 0..8 {
-                            svc.failure((t + k) % 8, SEC);
+                            svc.failure((t + k) % 8, SEC, false);
                         }
                     });
                 }

@@ -366,7 +366,8 @@ impl Shared {
         let client = if svc.h2c { &self.h2c } else { &self.http1 };
         let grpc = is_grpc(&head.headers);
         let started = tokio::time::Instant::now();
-        let mut guard = ep.state.start(self.dir.clock);
+        let mut guard = ep.state.start(self.dir.clock, true);
+        let probe = guard.is_probe();
         let fut = client.request(req.map(UnsyncBoxBody::new));
         let limit = match (per_try, deadline) {
             (Some(t), Some(d)) => Some(
@@ -419,7 +420,7 @@ impl Shared {
         match result {
             Err(()) => {
                 drop(guard);
-                svc.failure(i, now);
+                svc.failure(i, now, probe);
                 record(true);
                 tried.add(&ep.state);
                 retry::Attempt::Failed(MeshError::Timeout {
@@ -429,7 +430,7 @@ impl Shared {
             Ok(Ok(resp)) => {
                 guard.responded();
                 if matches!(resp.status().as_u16(), 502..=504) {
-                    svc.failure(i, now);
+                    svc.failure(i, now, probe);
                     tried.add(&ep.state);
                 } else {
                     svc.success(i, now);
@@ -442,7 +443,7 @@ impl Shared {
             }
             Ok(Err(e)) if e.is_connect() => {
                 drop(guard);
-                svc.failure(i, now);
+                svc.failure(i, now, probe);
                 record(true);
                 tried.add(&ep.state);
                 tracing::debug!(service = %svc.name, endpoint = %ep.spec.id, error = %e, "connect failed");
@@ -462,7 +463,7 @@ impl Shared {
             }
             Ok(Err(e)) => {
                 drop(guard);
-                svc.failure(i, now);
+                svc.failure(i, now, probe);
                 record(true);
                 tried.add(&ep.state);
                 tracing::debug!(service = %svc.name, endpoint = %ep.spec.id, error = %e, "upstream failed");
@@ -708,7 +709,7 @@ impl Shared {
             }
             let client = if svc.h2c { &this.h2c } else { &this.http1 };
             let req = Request::from_parts(parts, UnsyncBoxBody::new(body));
-            let mut guard = ep.state.start(this.dir.clock);
+            let mut guard = ep.state.start(this.dir.clock, false);
             let res = tokio::time::timeout(SHADOW_TIMEOUT, client.request(req)).await;
             guard.responded();
             metrics::counter!("apimesh.mirror.sent").increment(1);

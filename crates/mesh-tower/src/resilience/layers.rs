@@ -164,9 +164,12 @@ where
         if let Some(d) = deadline {
             ctx.deadline = Some(ctx.deadline.map_or(d, |old| old.min(d)));
         }
+        let grpc = is_grpc(req.headers());
+        // The inner `call` too: a retry layer makes its first attempt there.
+        let inner = ctx.sync_scope(|| self.inner.call(req));
         TimeoutFuture {
-            grpc: is_grpc(req.headers()),
-            inner: ctx.scope(self.inner.call(req)),
+            grpc,
+            inner: ctx.scope(inner),
             deadline,
             sleep: None,
         }
@@ -501,12 +504,13 @@ where
         req
     }
 
-    /// Starts attempt `n`. Called here, so the attempt's future holds
-    /// only the inner future (not the request and a service too).
-    fn start(&mut self, n: u32) -> AttemptFuture<S::Future> {
-        let req = self.request(n);
-        AttemptFuture {
-            inner: self.service.clone().call(req),
+    /// Starts attempt `n` on a clone of the service, which is polled
+    /// ready before it is called (a `Buffer`, as a tonic `Channel` is,
+    /// must be).
+    fn start(&mut self, n: u32) -> AttemptFuture<S, S::Future> {
+        AttemptFuture::Waiting {
+            service: self.service.clone(),
+            req: Some(self.request(n)),
         }
     }
 }
@@ -528,21 +532,37 @@ fn upstream_failed<E: Into<BoxError>>(e: E) -> MeshError {
 }
 
 pin_project! {
-    /// One attempt after the first, as the retry loop sees it.
-    struct AttemptFuture<F> {
-        #[pin]
-        inner: F,
+    /// One attempt after the first, as the retry loop sees it: the
+    /// service's clone is polled ready, then called.
+    #[project = AttemptProj]
+    enum AttemptFuture<S, F> {
+        Waiting { service: S, req: Option<Request<RetryBody>> },
+        Called { #[pin] inner: F },
     }
 }
 
-impl<F, RB, E> Future for AttemptFuture<F>
+impl<S, RB> Future for AttemptFuture<S, S::Future>
 where
-    F: Future<Output = Result<Response<RB>, E>>,
-    E: Into<BoxError>,
+    S: Service<Request<RetryBody>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
 {
     type Output = Attempt<RB>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Attempt<RB>> {
-        self.project().inner.poll(cx).map(attempt_of)
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Attempt<RB>> {
+        loop {
+            match self.as_mut().project() {
+                AttemptProj::Waiting { service, req } => {
+                    if let Err(e) = ready!(service.poll_ready(cx)) {
+                        return Poll::Ready(Attempt::Failed(upstream_failed(e)));
+                    }
+                    let Some(req) = req.take() else {
+                        return Poll::Ready(Attempt::Failed(MeshError::Internal));
+                    };
+                    let inner = service.call(req);
+                    self.set(AttemptFuture::Called { inner });
+                }
+                AttemptProj::Called { inner } => return inner.poll(cx).map(attempt_of),
+            }
+        }
     }
 }
 

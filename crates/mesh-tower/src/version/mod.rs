@@ -65,7 +65,24 @@ struct Lifecycle {
     retired_detail: String,
     brownout_detail: String,
     /// `Deprecation`, `Sunset` and `Link` values, ready to append.
-    headers: &'static [(http::HeaderName, HeaderValue)],
+    headers: Fields,
+}
+
+/// Header fields ready to append: static (interned) or, past the
+/// interner's limit, shared.
+#[derive(Clone)]
+enum Fields {
+    Static(&'static [(http::HeaderName, HeaderValue)]),
+    Shared(Arc<[(http::HeaderName, HeaderValue)]>),
+}
+
+impl Fields {
+    fn as_slice(&self) -> &[(http::HeaderName, HeaderValue)] {
+        match self {
+            Fields::Static(f) => f,
+            Fields::Shared(f) => f,
+        }
+    }
 }
 
 /// A header field before it is interned.
@@ -75,58 +92,108 @@ type Field = (http::HeaderName, String);
 ///
 /// Their bytes are static, so adding them to a response copies pointers:
 /// no reference count is touched per response. One set is kept per
-/// distinct combination of dates and links ever configured (a few hundred
-/// bytes each); a snapshot that repeats a set reuses it.
-fn intern_headers(fields: Vec<Field>) -> &'static [(http::HeaderName, HeaderValue)] {
-    static SETS: Interned<Vec<Field>, [(http::HeaderName, HeaderValue)]> = Interned::new();
-    SETS.get_or_leak(fields, |fields| {
+/// distinct combination of dates and links configured (a few hundred
+/// bytes each; a snapshot that repeats a set reuses it), up to 1,024
+/// sets; past that (a registry that rewrites dates on every change) they
+/// are reference-counted and freed with their snapshot.
+fn intern_headers(fields: Vec<Field>) -> Fields {
+    static SETS: Interned<Vec<Field>, [(http::HeaderName, HeaderValue)]> = Interned::new(1024);
+    let build = |fields: &[Field], leak: bool| {
         fields
             .iter()
             .filter_map(|(name, value)| {
                 // Checked first: only a valid value is leaked.
                 HeaderValue::from_str(value).ok()?;
-                let value: &'static str = Box::leak(value.clone().into_boxed_str());
-                let value =
-                    HeaderValue::from_maybe_shared(bytes::Bytes::from_static(value.as_bytes()));
-                Some((name.clone(), value.ok()?))
+                let bytes = if leak {
+                    let value: &'static str = Box::leak(value.clone().into_boxed_str());
+                    bytes::Bytes::from_static(value.as_bytes())
+                } else {
+                    bytes::Bytes::copy_from_slice(value.as_bytes())
+                };
+                Some((name.clone(), HeaderValue::from_maybe_shared(bytes).ok()?))
             })
             .collect::<Vec<_>>()
-            .into_boxed_slice()
-    })
+    };
+    match SETS.get_or_leak(&fields, |fields| build(fields, true).into_boxed_slice()) {
+        Some(set) => Fields::Static(set),
+        None => Fields::Shared(build(&fields, false).into()),
+    }
 }
 
-/// An API or version name, kept for the life of the process (one copy per
-/// distinct name ever configured), so that an [`ApiVersion`] is two
-/// pointers: cloning and dropping one touches no reference count.
-fn intern_name(name: &str) -> &'static str {
-    static NAMES: Interned<String, str> = Interned::new();
-    NAMES.get_or_leak(name.to_owned(), |name| name.clone().into_boxed_str())
+/// An API or version name: kept for the life of the process (one copy
+/// per distinct name, up to 16,384 of them), so that an [`ApiVersion`] is
+/// two pointers and cloning or dropping one touches no reference count;
+/// past the limit, reference-counted.
+#[derive(Clone)]
+enum Name {
+    Static(&'static str),
+    Shared(Arc<str>),
 }
 
-/// Values leaked once per distinct key, for the life of the process.
+impl Name {
+    fn new(name: &str) -> Name {
+        static NAMES: Interned<String, str> = Interned::new(16 * 1024);
+        let key = name.to_owned();
+        match NAMES.get_or_leak(&key, |name| name.clone().into_boxed_str()) {
+            Some(n) => Name::Static(n),
+            None => Name::Shared(Arc::from(name)),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Name::Static(n) => n,
+            Name::Shared(n) => n,
+        }
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Name {}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
+/// Values leaked once per distinct key, for the life of the process, up
+/// to `limit` of them.
 struct Interned<K, V: ?Sized + 'static> {
+    limit: usize,
     map: std::sync::Mutex<Option<std::collections::HashMap<K, &'static V>>>,
 }
 
-impl<K: std::hash::Hash + Eq, V: ?Sized + 'static> Interned<K, V> {
-    const fn new() -> Self {
+impl<K: std::hash::Hash + Eq + Clone, V: ?Sized + 'static> Interned<K, V> {
+    const fn new(limit: usize) -> Self {
         Interned {
+            limit,
             map: std::sync::Mutex::new(None),
         }
     }
 
-    fn get_or_leak(&self, key: K, make: impl FnOnce(&K) -> Box<V>) -> &'static V {
+    /// The value for `key`, made and leaked now if it is new; `None` when
+    /// it is new and `limit` values are kept already.
+    fn get_or_leak(&self, key: &K, make: impl FnOnce(&K) -> Box<V>) -> Option<&'static V> {
         let mut map = self
             .map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let map = map.get_or_insert_with(Default::default);
-        if let Some(v) = map.get(&key) {
-            return v;
+        if let Some(v) = map.get(key) {
+            return Some(v);
         }
-        let v: &'static V = Box::leak(make(&key));
-        map.insert(key, v);
-        v
+        if map.len() >= self.limit {
+            return None;
+        }
+        let v: &'static V = Box::leak(make(key));
+        map.insert(key.clone(), v);
+        Some(v)
     }
 }
 
@@ -218,24 +285,24 @@ impl Lifecycle {
 /// to names kept for the life of the process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiVersion {
-    api: &'static str,
-    version: &'static str,
+    api: Name,
+    version: Name,
 }
 
 impl ApiVersion {
     fn new(api: &str, version: &str) -> ApiVersion {
         ApiVersion {
-            api: intern_name(api),
-            version: intern_name(version),
+            api: Name::new(api),
+            version: Name::new(version),
         }
     }
     /// The API.
     pub fn api(&self) -> &str {
-        self.api
+        self.api.as_str()
     }
     /// The version, e.g. `v2`.
     pub fn version(&self) -> &str {
-        self.version
+        self.version.as_str()
     }
 }
 
@@ -574,10 +641,10 @@ where
             if let Some(detail) = lifecycle.gone(&self.shared.clock) {
                 let detail = detail.to_owned();
                 let mut res = MeshError::Gone { detail }.to_response(is_grpc(req.headers()));
-                LifecycleHeaders(lifecycle.headers).add_to(res.headers_mut());
+                LifecycleHeaders(lifecycle.headers.clone()).add_to(res.headers_mut());
                 return ResponseFuture::ready(res);
             }
-            headers = Some(LifecycleHeaders(lifecycle.headers));
+            headers = Some(LifecycleHeaders(lifecycle.headers.clone()));
         }
         let mut req = req;
         if let Some(cut) = strip {
@@ -607,12 +674,11 @@ fn strip_prefix<B>(req: &mut Request<B>, cut: usize) {
 }
 
 /// The lifecycle headers of a deprecated version's response.
-#[derive(Clone, Copy)]
-pub struct LifecycleHeaders(&'static [(http::HeaderName, HeaderValue)]);
+pub struct LifecycleHeaders(Fields);
 
 impl AddHeaders for LifecycleHeaders {
     fn add_to(self, headers: &mut http::HeaderMap) {
-        for (name, value) in self.0 {
+        for (name, value) in self.0.as_slice() {
             headers.append(name.clone(), value.clone());
         }
     }
@@ -626,6 +692,21 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
+
+    #[test]
+    fn the_interner_keeps_at_most_its_limit() {
+        let interned: Interned<String, str> = Interned::new(2);
+        let make = |k: &String| k.clone().into_boxed_str();
+        let a = interned.get_or_leak(&"a".to_owned(), make).unwrap();
+        assert_eq!(a, "a");
+        assert!(interned.get_or_leak(&"b".to_owned(), make).is_some());
+        assert!(interned.get_or_leak(&"c".to_owned(), make).is_none(), "full");
+        let again = interned.get_or_leak(&"a".to_owned(), make).unwrap();
+        assert!(std::ptr::eq(a, again), "a kept value is reused");
+        // Past the limit a name is shared, and equal all the same.
+        assert_eq!(Name::Static("v1"), Name::Shared(Arc::from("v1")));
+        assert_eq!(format!("{:?}", Name::Shared(Arc::from("v1"))), "\"v1\"");
+    }
 
     #[test]
     fn trim_matches_str_trim() {
