@@ -161,12 +161,18 @@ where
         let deadline = Instant::now().checked_add(limit);
         // Inner layers (a retry layer, a mesh client) see the deadline.
         let mut ctx = crate::CallContext::current().unwrap_or_default();
-        if let Some(d) = deadline {
+        // An enclosing timeout whose `call` is calling this one (through a
+        // retry layer's first attempt) bounds it too.
+        for d in [deadline, crate::CallContext::calling_deadline()]
+            .into_iter()
+            .flatten()
+        {
             ctx.deadline = Some(ctx.deadline.map_or(d, |old| old.min(d)));
         }
         let grpc = is_grpc(req.headers());
         // The inner `call` too: a retry layer makes its first attempt there.
-        let inner = ctx.sync_scope(|| self.inner.call(req));
+        let inner =
+            crate::CallContext::calling_with_deadline(ctx.deadline, || self.inner.call(req));
         TimeoutFuture {
             grpc,
             inner: ctx.scope(inner),
