@@ -700,7 +700,10 @@ mod tests {
         let a = interned.get_or_leak(&"a".to_owned(), make).unwrap();
         assert_eq!(a, "a");
         assert!(interned.get_or_leak(&"b".to_owned(), make).is_some());
-        assert!(interned.get_or_leak(&"c".to_owned(), make).is_none(), "full");
+        assert!(
+            interned.get_or_leak(&"c".to_owned(), make).is_none(),
+            "full"
+        );
         let again = interned.get_or_leak(&"a".to_owned(), make).unwrap();
         assert!(std::ptr::eq(a, again), "a kept value is reused");
         // Past the limit a name is shared, and equal all the same.
