@@ -26,8 +26,15 @@ tokio::task_local! {
     static CONTEXT: CallContext;
 }
 
+/// What an enclosing service's `call` tells the services it calls.
+#[derive(Debug, Clone, Copy)]
+struct Calling {
+    now: Instant,
+    deadline: Option<Instant>,
+}
+
 std::thread_local! {
-    static CALLING_DEADLINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    static CALLING: std::cell::Cell<Option<Calling>> = const { std::cell::Cell::new(None) };
 }
 
 /// A W3C trace context (`traceparent`, plus `tracestate` passed through).
@@ -180,25 +187,31 @@ impl CallContext {
     }
 
     /// Runs `f` (an inner service's synchronous `call`) with `deadline`
-    /// as the calling deadline: a layer that starts its work in `call` (a
-    /// retry layer's first attempt, under it a per-try timeout) sees the
-    /// deadline before the task-local scope exists. A thread-local cell,
-    /// restored even if `f` panics: cheaper than a task-local scope.
-    pub(crate) fn calling_with_deadline<R>(deadline: Option<Instant>, f: impl FnOnce() -> R) -> R {
-        struct Restore(Option<Instant>);
+    /// as the calling deadline and `now` as the time the call started: a
+    /// layer that starts its work in `call` (a retry layer's first
+    /// attempt, under it a per-try timeout) sees the deadline before the
+    /// task-local scope exists, and need not read the clock again. A
+    /// thread-local cell, restored even if `f` panics: cheaper than a
+    /// task-local scope.
+    pub(crate) fn calling<R>(now: Instant, deadline: Option<Instant>, f: impl FnOnce() -> R) -> R {
+        struct Restore(Option<Calling>);
         impl Drop for Restore {
             fn drop(&mut self) {
-                CALLING_DEADLINE.set(self.0);
+                CALLING.set(self.0);
             }
         }
-        let _restore = Restore(CALLING_DEADLINE.replace(deadline));
+        let _restore = Restore(CALLING.replace(Some(Calling { now, deadline })));
         f()
     }
 
-    /// The deadline of an enclosing `call` (see
-    /// [`calling_with_deadline`](Self::calling_with_deadline)).
+    /// The deadline of an enclosing `call` (see [`calling`](Self::calling)).
     pub(crate) fn calling_deadline() -> Option<Instant> {
-        CALLING_DEADLINE.get()
+        CALLING.get().and_then(|c| c.deadline)
+    }
+
+    /// When an enclosing `call` started (see [`calling`](Self::calling)).
+    pub(crate) fn calling_now() -> Option<Instant> {
+        CALLING.get().map(|c| c.now)
     }
 
     /// A context with a deadline `timeout` from now.

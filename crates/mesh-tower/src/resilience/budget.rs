@@ -75,9 +75,11 @@ impl RetryBudget {
     }
 
     fn second(&self) -> u64 {
-        Instant::now()
-            .saturating_duration_since(self.epoch)
-            .as_secs()
+        self.second_at(Instant::now())
+    }
+
+    fn second_at(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs()
     }
 
     /// The bucket for `second`, recycled if it held an older second.
@@ -97,7 +99,13 @@ impl RetryBudget {
 
     /// Counts a request (a first attempt).
     pub fn deposit(&self) {
-        self.bucket(self.second())
+        self.deposit_at(Instant::now());
+    }
+
+    /// Counts a request that started at `now` (a clock read the caller
+    /// already made).
+    pub(crate) fn deposit_at(&self, now: Instant) {
+        self.bucket(self.second_at(now))
             .requests
             .fetch_add(1, Ordering::AcqRel);
     }

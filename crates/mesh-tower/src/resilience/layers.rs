@@ -158,7 +158,8 @@ where
             .get(&GRPC_TIMEOUT)
             .and_then(|v| parse_grpc_timeout(v.as_bytes()));
         let limit = own.map_or(self.total, |o| o.min(self.total));
-        let deadline = Instant::now().checked_add(limit);
+        let now = Instant::now();
+        let deadline = now.checked_add(limit);
         // Inner layers (a retry layer, a mesh client) see the deadline.
         let mut ctx = crate::CallContext::current().unwrap_or_default();
         // An enclosing timeout whose `call` is calling this one (through a
@@ -171,8 +172,7 @@ where
         }
         let grpc = is_grpc(req.headers());
         // The inner `call` too: a retry layer makes its first attempt there.
-        let inner =
-            crate::CallContext::calling_with_deadline(ctx.deadline, || self.inner.call(req));
+        let inner = crate::CallContext::calling(now, ctx.deadline, || self.inner.call(req));
         TimeoutFuture {
             grpc,
             inner: ctx.scope(inner),
@@ -602,7 +602,7 @@ pin_project! {
         #[pin]
         state: RetryState<S>,
         // `None`: the first attempt is the only one.
-        again: Option<Box<Again<S>>>,
+        again: Option<Again<S>>,
         grpc: bool,
     }
 }
@@ -718,7 +718,7 @@ where
                     match next {
                         retry::Next::Done(result) => break result,
                         retry::Next::Again(wait) => {
-                            let future = Self::rest(*again, deadline, wait);
+                            let future = Self::rest(again, deadline, wait);
                             this.state.set(RetryState::Rest { future });
                         }
                     }
@@ -777,22 +777,21 @@ where
             };
         }
         // The first attempt is the service's own call, made now by the
-        // service that was polled ready: the budget counts the request,
-        // and what a retry needs is kept aside only when one can happen
-        // (boxed: the future that every layer outside moves stays the
-        // size of the inner one).
-        self.layer.shared.budget.deposit();
-        let again = (retryable && max > 1).then(|| {
-            Box::new(Again {
-                attempts: Attempts {
-                    service: self.inner.clone(),
-                    head: Head::copy(&req),
-                    body: AttemptBody::Empty,
-                },
-                shared: self.layer.shared.clone(),
-                own,
-                deadline: None,
-            })
+        // service that was polled ready: the budget counts the request
+        // (at the clock a `TimeoutLayer` above read as it called this, if
+        // any), and what a retry needs is kept aside, in place (no
+        // allocation), only when one can happen.
+        let now = crate::CallContext::calling_now().unwrap_or_else(Instant::now);
+        self.layer.shared.budget.deposit_at(now);
+        let again = (retryable && max > 1).then(|| Again {
+            attempts: Attempts {
+                service: self.inner.clone(),
+                head: Head::copy(&req),
+                body: AttemptBody::Empty,
+            },
+            shared: self.layer.shared.clone(),
+            own,
+            deadline: None,
         });
         let req = req.map(|body| {
             if retryable {
