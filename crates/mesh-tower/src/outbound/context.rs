@@ -35,6 +35,15 @@ struct Calling {
 
 std::thread_local! {
     static CALLING: std::cell::Cell<Option<Calling>> = const { std::cell::Cell::new(None) };
+    static POLLING: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// A W3C trace context (`traceparent`, plus `tracestate` passed through).
@@ -172,13 +181,49 @@ pub struct CallContext {
 
 impl CallContext {
     /// The context of the task's current request, if it runs inside one.
+    ///
+    /// Its deadline is the earlier of the task's context's and that of
+    /// any `TimeoutLayer` polling the request (a context with just that
+    /// deadline when the task has none).
     pub fn current() -> Option<CallContext> {
-        CONTEXT.try_with(Clone::clone).ok()
+        let polling = POLLING.get();
+        match CONTEXT.try_with(Clone::clone) {
+            Ok(mut c) => {
+                c.deadline = earliest(c.deadline, polling);
+                Some(c)
+            }
+            Err(_) => polling.map(|d| CallContext {
+                deadline: Some(d),
+                ..CallContext::default()
+            }),
+        }
     }
 
-    /// The current context's deadline, without cloning the context.
+    /// The current deadline (as [`current`](Self::current)'s), without
+    /// cloning the context.
     pub(crate) fn current_deadline() -> Option<Instant> {
-        CONTEXT.try_with(|c| c.deadline).ok().flatten()
+        earliest(
+            CONTEXT.try_with(|c| c.deadline).ok().flatten(),
+            POLLING.get(),
+        )
+    }
+
+    /// Runs `f` (a `TimeoutLayer` polling its inner future) with
+    /// `deadline` as the polling deadline: [`current`](Self::current)
+    /// and the retry layer see it. A thread-local cell set and restored
+    /// around the poll (also if it panics): cheaper than a task-local
+    /// scope, which clones the context and swaps it in and out.
+    pub(crate) fn polling<R>(deadline: Option<Instant>, f: impl FnOnce() -> R) -> R {
+        struct Restore(Option<Instant>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                POLLING.set(self.0);
+            }
+        }
+        let prev = POLLING.get();
+        let _restore = Restore(prev);
+        POLLING.set(earliest(prev, deadline));
+        f()
     }
 
     /// Runs `fut` with this context as the current one.

@@ -15,7 +15,6 @@ use mesh_core::policy::{CircuitBreakerPolicy, RetryPolicy};
 use mesh_core::{GrpcCode, MeshError, is_grpc};
 use pin_project_lite::pin_project;
 use tokio::task::coop;
-use tokio::task::futures::TaskLocalFuture;
 use tokio::time::{Instant, Sleep};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -93,9 +92,12 @@ pin_project! {
     /// the runtime's timer.
     pub struct TimeoutFuture<F> {
         #[pin]
-        inner: TaskLocalFuture<crate::CallContext, F>,
+        inner: F,
         // When the request times out (`None`: too far away to represent).
         deadline: Option<Instant>,
+        // What the inner future sees: the earliest of this deadline and
+        // those of enclosing timeouts and the task's call context.
+        seen: Option<Instant>,
         #[pin]
         sleep: Option<Sleep>,
         grpc: bool,
@@ -110,7 +112,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let had_budget = coop::has_budget_remaining();
-        if let Poll::Ready(r) = this.inner.poll(cx) {
+        let inner = this.inner;
+        if let Poll::Ready(r) = crate::CallContext::polling(*this.seen, || inner.poll(cx)) {
             return Poll::Ready(r.map(|r| r.map(MeshBody::inner)));
         }
         let Some(deadline) = *this.deadline else {
@@ -160,23 +163,27 @@ where
         let limit = own.map_or(self.total, |o| o.min(self.total));
         let now = Instant::now();
         let deadline = now.checked_add(limit);
-        // Inner layers (a retry layer, a mesh client) see the deadline.
-        let mut ctx = crate::CallContext::current().unwrap_or_default();
-        // An enclosing timeout whose `call` is calling this one (through a
-        // retry layer's first attempt) bounds it too.
-        for d in [deadline, crate::CallContext::calling_deadline()]
-            .into_iter()
-            .flatten()
-        {
-            ctx.deadline = Some(ctx.deadline.map_or(d, |old| old.min(d)));
-        }
+        // What inner layers (a retry layer, a mesh client) see, through
+        // `CallContext::current`: the earliest of this deadline, the
+        // task's context's (with any enclosing timeout polling this), and
+        // that of an enclosing timeout whose `call` is calling this one
+        // (through a retry layer's first attempt).
+        let seen = [
+            deadline,
+            crate::CallContext::current_deadline(),
+            crate::CallContext::calling_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let grpc = is_grpc(req.headers());
         // The inner `call` too: a retry layer makes its first attempt there.
-        let inner = crate::CallContext::calling(now, ctx.deadline, || self.inner.call(req));
+        let inner = crate::CallContext::calling(now, seen, || self.inner.call(req));
         TimeoutFuture {
             grpc,
-            inner: ctx.scope(inner),
+            inner,
             deadline,
+            seen,
             sleep: None,
         }
     }
