@@ -19,7 +19,11 @@
 //! `cargo bench --bench client`
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::time::{Duration, Instant};
+#[path = "support/cpu_clock.rs"]
+mod cpu_clock;
+use cpu_clock::clock;
+
+use std::time::Duration;
 
 use apimesh::Mesh;
 use apimesh::registry::MemoryRegistry;
@@ -30,22 +34,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::{Service, ServiceExt};
-
-/// The bench thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), so that other
-/// processes on a shared machine do not inflate the figures; wall time
-/// with `BENCH_CLOCK=wall` (and where there is no such clock).
-fn clock() -> Duration {
-    #[cfg(unix)]
-    if std::env::var_os("BENCH_CLOCK").is_none_or(|v| v != "wall") {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-        return Duration::new(
-            u64::try_from(t.tv_sec).unwrap_or(0),
-            u32::try_from(t.tv_nsec).unwrap_or(0),
-        );
-    }
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed()
-}
 
 fn config(port: u16) -> String {
     format!(
