@@ -16,7 +16,7 @@
 
 #[path = "support/cpu_clock.rs"]
 mod cpu_clock;
-use cpu_clock::clock;
+use cpu_clock::timed;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -101,63 +101,51 @@ fn bench(c: &mut Criterion) {
     group.bench_function("bare", |b| {
         let mut svc = service_fn(hello::<Empty<Bytes>>);
         b.iter_custom(|iters| {
-            let start = clock();
-            for _ in 0..iters {
+            timed(iters, || {
                 once!(svc);
-            }
-            clock() - start
+            })
         })
     });
     group.bench_function("timeout", |b| {
         let mut svc = TimeoutLayer::new(total).layer(service_fn(hello::<Empty<Bytes>>));
         b.iter_custom(|iters| {
-            let start = clock();
-            for _ in 0..iters {
+            timed(iters, || {
                 once!(svc);
-            }
-            clock() - start
+            })
         })
     });
     group.bench_function("retry", |b| {
         let mut svc = RetryLayer::new(retry.clone()).layer(service_fn(hello));
         b.iter_custom(|iters| {
-            let start = clock();
-            for _ in 0..iters {
+            timed(iters, || {
                 once!(svc);
-            }
-            clock() - start
+            })
         })
     });
     group.bench_function("breaker_consecutive", |b| {
         let mut svc =
             CircuitBreakerLayer::new(breaker.clone()).layer(service_fn(hello::<Empty<Bytes>>));
         b.iter_custom(|iters| {
-            let start = clock();
-            for _ in 0..iters {
+            timed(iters, || {
                 once!(svc);
-            }
-            clock() - start
+            })
         })
     });
     group.bench_function("breaker_rate_window_100", |b| {
         let mut svc =
             CircuitBreakerLayer::new(rate_breaker.clone()).layer(service_fn(hello::<Empty<Bytes>>));
         b.iter_custom(|iters| {
-            let start = clock();
-            for _ in 0..iters {
+            timed(iters, || {
                 once!(svc);
-            }
-            clock() - start
+            })
         })
     });
     group.bench_function("bulkhead", |b| {
         let mut svc = BulkheadLayer::new(1024).layer(service_fn(hello::<Empty<Bytes>>));
         b.iter_custom(|iters| {
-            let start = clock();
-            for _ in 0..iters {
+            timed(iters, || {
                 once!(svc);
-            }
-            clock() - start
+            })
         })
     });
     group.bench_function("stack", |b| {
@@ -170,11 +158,9 @@ fn bench(c: &mut Criterion) {
             .layer(BulkheadLayer::new(1024))
             .service(service_fn(hello));
         b.iter_custom(|iters| {
-            let start = clock();
-            for _ in 0..iters {
+            timed(iters, || {
                 once!(svc);
-            }
-            clock() - start
+            })
         })
     });
 
@@ -187,11 +173,9 @@ fn bench(c: &mut Criterion) {
             .unwrap();
         let mut svc = layer.layer(service_fn(hello::<Empty<Bytes>>));
         b.iter_custom(|iters| {
-            let start = clock();
-            for _ in 0..iters {
+            timed(iters, || {
                 once!(svc);
-            }
-            clock() - start
+            })
         })
     });
     group.bench_function("tower_resilience_rate_window_100", |b| {
@@ -204,11 +188,9 @@ fn bench(c: &mut Criterion) {
             .unwrap();
         let mut svc = layer.layer(service_fn(hello::<Empty<Bytes>>));
         b.iter_custom(|iters| {
-            let start = clock();
-            for _ in 0..iters {
+            timed(iters, || {
                 once!(svc);
-            }
-            clock() - start
+            })
         })
     });
     group.finish();
