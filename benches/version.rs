@@ -101,6 +101,38 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
+    // The floor under the deprecated path: `bare` plus the same three
+    // fields appended to its response by hand (static values, as the
+    // layer's are), with no layer at all.
+    group.bench_function("bare_plus_three_appends", |b| {
+        let fields = [
+            (
+                http::HeaderName::from_static("deprecation"),
+                http::HeaderValue::from_static("@1767225600"),
+            ),
+            (
+                http::HeaderName::from_static("sunset"),
+                http::HeaderValue::from_static("Thu, 01 Jan 2099 00:00:00 GMT"),
+            ),
+            (
+                http::header::LINK,
+                http::HeaderValue::from_static(
+                    "<https://api.example.com/v2/orders>; rel=\"successor-version\"",
+                ),
+            ),
+        ];
+        let mut svc = service_fn(handler);
+        b.iter_custom(|iters| {
+            cpu_clock::timed(iters, || {
+                now(svc.ready()).unwrap();
+                let mut res = now(svc.call(request("v1"))).unwrap();
+                for (name, value) in &fields {
+                    res.headers_mut().append(name.clone(), value.clone());
+                }
+                black_box(res);
+            })
+        })
+    });
     group.finish();
 }
 
