@@ -59,10 +59,6 @@ use crate::{MatchedRoute, Principal};
 /// use a manual one).
 pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
-fn system_clock() -> WallClock {
-    crate::clock::system()
-}
-
 const ANONYMOUS: &str = "anonymous";
 const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
 const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
@@ -384,7 +380,11 @@ impl RateLimitLayer {
     /// inside an [`InboundLayer`](crate::InboundLayer), after authentication.
     pub fn from_routes() -> RateLimitLayer {
         RateLimitLayer {
-            shared: shared(Mode::Routes, system_clock(), Duration::from_secs(60)),
+            shared: shared(
+                Mode::Routes,
+                crate::clock::system(),
+                Duration::from_secs(60),
+            ),
         }
     }
 
@@ -678,7 +678,7 @@ impl RateLimitLayerBuilder {
                 Mode::Fixed {
                     snapshot: snapshot.clone(),
                 },
-                self.clock.unwrap_or_else(system_clock),
+                self.clock.unwrap_or_else(crate::clock::system),
                 Duration::from_secs(60),
             ),
         };

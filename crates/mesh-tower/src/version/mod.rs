@@ -103,14 +103,14 @@ fn intern_headers(fields: Vec<Field>) -> Fields {
             .iter()
             .filter_map(|(name, value)| {
                 // Checked first: only a valid value is leaked.
-                HeaderValue::from_str(value).ok()?;
-                let bytes = if leak {
-                    let value: &'static str = Box::leak(value.clone().into_boxed_str());
-                    bytes::Bytes::from_static(value.as_bytes())
-                } else {
-                    bytes::Bytes::copy_from_slice(value.as_bytes())
-                };
-                Some((name.clone(), HeaderValue::from_maybe_shared(bytes).ok()?))
+                let checked = HeaderValue::from_str(value).ok()?;
+                if !leak {
+                    return Some((name.clone(), checked));
+                }
+                let value: &'static str = Box::leak(value.clone().into_boxed_str());
+                let value =
+                    HeaderValue::from_maybe_shared(bytes::Bytes::from_static(value.as_bytes()));
+                Some((name.clone(), value.ok()?))
             })
             .collect::<Vec<_>>()
     };
