@@ -213,14 +213,10 @@ async fn rate_mode_judges_the_last_window_of_calls() {
 async fn the_client_breaker_opens_and_shows_in_mesh_circuits() {
     let hits = Hits::default();
     let up = support::answering("inventory", 500, hits.clone()).await;
-    let mesh = support::mesh(&format!(
-        "[[services]]\nname = \"inventory\"\nendpoints = {}\n{}",
-        support::endpoints(&[&up]),
-        support::mesh_route(
-            "inventory",
-            r#"circuit_breaker = { failures = 3, open = "10s" }"#
-        ),
-    ))
+    let mesh = support::inventory_mesh(
+        &[&up],
+        r#"circuit_breaker = { failures = 3, open = "10s" }"#,
+    )
     .await;
     let client = mesh.client("inventory");
     for _ in 0..3 {

@@ -35,11 +35,10 @@ async fn killing_an_upstream_mid_run_keeps_gets_succeeding() {
             .await,
         );
     }
-    let mesh = support::mesh(&format!(
-        "[[services]]\nname = \"inventory\"\nendpoints = {}\n{}",
-        support::endpoints(&[&servers[0], &servers[1], &servers[2]]),
-        support::mesh_route("inventory", "retry = {}\ntimeout = { total = \"2s\" }"),
-    ))
+    let mesh = support::inventory_mesh(
+        &[&servers[0], &servers[1], &servers[2]],
+        "retry = {}\ntimeout = { total = \"2s\" }",
+    )
     .await;
     let client = mesh.client("inventory");
 

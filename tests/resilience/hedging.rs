@@ -95,11 +95,10 @@ async fn the_client_hedges_to_another_endpoint() {
             .await,
         );
     }
-    let mesh = support::mesh(&format!(
-        "[[services]]\nname = \"inventory\"\nendpoints = {}\n{}",
-        support::endpoints(&[&servers[0], &servers[1]]),
-        support::mesh_route("inventory", r#"retry = { hedge_after = "50ms" }"#),
-    ))
+    let mesh = support::inventory_mesh(
+        &[&servers[0], &servers[1]],
+        r#"retry = { hedge_after = "50ms" }"#,
+    )
     .await;
     let start = std::time::Instant::now();
     let resp = mesh.client("inventory").get("/").send().await.unwrap();

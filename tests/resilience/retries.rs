@@ -302,12 +302,7 @@ async fn a_client_does_not_wait_for_a_retry_after_beyond_its_deadline() {
         }
     }))
     .await;
-    let mesh = support::mesh(&format!(
-        "[[services]]\nname = \"inventory\"\nendpoints = {}\n{}",
-        support::endpoints(&[&up]),
-        support::mesh_route("inventory", "retry = {}\ntimeout = { total = \"5s\" }"),
-    ))
-    .await;
+    let mesh = support::inventory_mesh(&[&up], "retry = {}\ntimeout = { total = \"5s\" }").await;
     let start = std::time::Instant::now();
     let resp = mesh.client("inventory").get("/").send().await.unwrap();
     assert_eq!(resp.status(), 503, "the upstream's 503, returned at once");
@@ -339,12 +334,7 @@ async fn a_client_honours_a_retry_after_within_its_deadline() {
         }
     }))
     .await;
-    let mesh = support::mesh(&format!(
-        "[[services]]\nname = \"inventory\"\nendpoints = {}\n{}",
-        support::endpoints(&[&up]),
-        support::mesh_route("inventory", "retry = {}\ntimeout = { total = \"5s\" }"),
-    ))
-    .await;
+    let mesh = support::inventory_mesh(&[&up], "retry = {}\ntimeout = { total = \"5s\" }").await;
     let start = std::time::Instant::now();
     let resp = mesh.client("inventory").get("/").send().await.unwrap();
     assert_eq!(resp.status(), 200);

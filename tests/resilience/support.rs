@@ -346,6 +346,17 @@ pub(crate) async fn mesh(toml: &str) -> Mesh {
         .unwrap()
 }
 
+/// The mesh of `orders` calling service `inventory` on `servers`, with one
+/// mesh route for those calls carrying the TOML lines `blocks`.
+pub(crate) async fn inventory_mesh(servers: &[&Server], blocks: &str) -> Mesh {
+    mesh(&format!(
+        "[[services]]\nname = \"inventory\"\nendpoints = {}\n{}",
+        endpoints(servers),
+        mesh_route("inventory", blocks),
+    ))
+    .await
+}
+
 /// Waits (real time) until `cond` holds, at most `limit`.
 pub(crate) async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = std::time::Instant::now() + limit;

@@ -91,12 +91,7 @@ async fn the_client_answers_504_at_the_route_total_timeout() {
         }
     }))
     .await;
-    let mesh = support::mesh(&format!(
-        "[[services]]\nname = \"inventory\"\nendpoints = {}\n{}",
-        support::endpoints(&[&slow]),
-        support::mesh_route("inventory", "retry = {}\ntimeout = { total = \"1s\" }"),
-    ))
-    .await;
+    let mesh = support::inventory_mesh(&[&slow], "retry = {}\ntimeout = { total = \"1s\" }").await;
     let start = std::time::Instant::now();
     let err = mesh.client("inventory").get("/").send().await.unwrap_err();
     let took = start.elapsed();
@@ -122,14 +117,10 @@ async fn a_per_try_timeout_moves_on_to_another_attempt() {
         }
     }))
     .await;
-    let mesh = support::mesh(&format!(
-        "[[services]]\nname = \"inventory\"\nendpoints = {}\n{}",
-        support::endpoints(&[&up]),
-        support::mesh_route(
-            "inventory",
-            "retry = {}\ntimeout = { total = \"5s\", per_try = \"300ms\" }"
-        ),
-    ))
+    let mesh = support::inventory_mesh(
+        &[&up],
+        "retry = {}\ntimeout = { total = \"5s\", per_try = \"300ms\" }",
+    )
     .await;
     let start = std::time::Instant::now();
     let resp = mesh.client("inventory").get("/").send().await.unwrap();
