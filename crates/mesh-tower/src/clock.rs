@@ -1,7 +1,7 @@
-//! The wall clock policies read per request, in whole seconds.
+//! The wall clock the version layer reads per request, in whole seconds.
 //!
-//! Lifecycles (sunsets, brown-outs) and quota windows change on second
-//! boundaries, so the layers read the kernel's coarse real-time clock: on
+//! Lifecycles (sunsets, brown-outs) change on second boundaries, so the
+//! layer reads the kernel's coarse real-time clock: on
 //! Linux `CLOCK_REALTIME_COARSE`, the time of the last scheduler tick (a
 //! few milliseconds behind at most), a memory read of the vDSO page that
 //! costs about 3 ns where `SystemTime::now` costs about 40 ns on the

@@ -35,7 +35,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Request, Response};
 use ipnet::IpNet;
@@ -58,6 +58,16 @@ use crate::{MatchedRoute, Principal};
 /// Seconds since the Unix epoch, from a clock the layer is given (tests
 /// use a manual one).
 pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock: usage rows' first and last seen are ordered with
+/// every other reading of it (the coarse clock may be a tick behind).
+fn system_clock() -> WallClock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    })
+}
 
 const ANONYMOUS: &str = "anonymous";
 const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
@@ -380,11 +390,7 @@ impl RateLimitLayer {
     /// inside an [`InboundLayer`](crate::InboundLayer), after authentication.
     pub fn from_routes() -> RateLimitLayer {
         RateLimitLayer {
-            shared: shared(
-                Mode::Routes,
-                crate::clock::system(),
-                Duration::from_secs(60),
-            ),
+            shared: shared(Mode::Routes, system_clock(), Duration::from_secs(60)),
         }
     }
 
@@ -678,7 +684,7 @@ impl RateLimitLayerBuilder {
                 Mode::Fixed {
                     snapshot: snapshot.clone(),
                 },
-                self.clock.unwrap_or_else(crate::clock::system),
+                self.clock.unwrap_or_else(system_clock),
                 Duration::from_secs(60),
             ),
         };
