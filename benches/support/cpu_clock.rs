@@ -27,3 +27,36 @@ pub(crate) fn timed(iters: u64, mut f: impl FnMut()) -> Duration {
     }
     clock() - start
 }
+
+/// Runs `base` and `f` `iters` times each, interleaved in short chunks
+/// (in turn first), and returns `f`'s time minus `base`'s on [`clock`]:
+/// what `f` costs over `base`, measured side by side, so that the drift
+/// of a shared machine falls on both alike. Zero when noise makes the
+/// difference negative.
+#[allow(dead_code)] // Not every bench that includes this module uses it.
+pub(crate) fn timed_over(iters: u64, mut base: impl FnMut(), mut f: impl FnMut()) -> Duration {
+    const CHUNK: u64 = 64;
+    let (mut in_base, mut in_f) = (Duration::ZERO, Duration::ZERO);
+    let mut left = iters;
+    let mut base_first = true;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        let run = |g: &mut dyn FnMut(), total: &mut Duration| {
+            let start = clock();
+            for _ in 0..n {
+                g();
+            }
+            *total += clock() - start;
+        };
+        if base_first {
+            run(&mut base, &mut in_base);
+            run(&mut f, &mut in_f);
+        } else {
+            run(&mut f, &mut in_f);
+            run(&mut base, &mut in_base);
+        }
+        base_first = !base_first;
+        left -= n;
+    }
+    in_f.saturating_sub(in_base)
+}

@@ -62,6 +62,7 @@ impl<T: Compiled> PerRevision<T> {
     /// The state for `snapshot`: the service's `cached` one when it is of
     /// that revision (the hot path: no reference count is touched), else the
     /// latest, else one built now with `build` and published if it is newer.
+    #[inline]
     pub(crate) fn for_snapshot<'a>(
         &self,
         cached: &'a Arc<T>,

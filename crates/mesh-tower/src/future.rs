@@ -39,7 +39,9 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F, B, E, H> {
         Inner { #[pin] future: F, headers: Option<H> },
-        Ready { response: Option<Response<Bytes>> },
+        // Boxed: an inline response would make every stage's future (and
+        // each move of it) as large as a response, for the rare answer.
+        Ready { response: Option<Box<Response<Bytes>>> },
         Boxed { future: BoxFuture<B, E> },
     }
 }
@@ -56,7 +58,7 @@ impl<F, B, E, H> StageFuture<F, B, E, H> {
     pub(crate) fn ready(response: Response<Bytes>) -> Self {
         StageFuture {
             kind: Kind::Ready {
-                response: Some(response),
+                response: Some(Box::new(response)),
             },
         }
     }
@@ -88,6 +90,7 @@ where
             }
             KindProj::Ready { response } => Poll::Ready(Ok(response
                 .take()
+                .map(|r| *r)
                 // Polled after completion: a 500 rather than a panic.
                 .unwrap_or_else(|| MeshError::Internal.to_response(false))
                 .map(MeshBody::full))),

@@ -337,6 +337,8 @@ struct Resolver {
     strip: bool,
     default: Option<Arc<str>>,
     versions: Vec<KnownVersion>,
+    /// The length of the longest version name.
+    longest: usize,
 }
 
 /// A version of an API, its extension value, and its lifecycle (if any).
@@ -350,11 +352,17 @@ enum RouteVersion {
 
 impl Resolver {
     fn find(&self, name: &str) -> Option<&KnownVersion> {
-        let name = trim(name);
+        let name = trim(name).as_bytes();
+        // Most path segments and typos are longer than every version name:
+        // one comparison rejects them.
+        if name.len() > self.longest {
+            return None;
+        }
         self.versions.iter().find(|(v, _, _)| {
-            **v == *name
+            let v = v.as_bytes();
+            same(v, name)
                 // `version=2` names `v2`.
-                || (v.strip_prefix('v') == Some(name))
+                || v.split_first().is_some_and(|(&first, rest)| first == b'v' && same(rest, name))
         })
     }
 
@@ -394,7 +402,7 @@ impl Resolver {
                     }
                 }
                 Style::Header => {
-                    if let Some(v) = req.headers().get(&self.header) {
+                    if let Some(v) = header(req.headers(), &self.header) {
                         let given = v.to_str().unwrap_or("");
                         return self
                             .find(given)
@@ -446,6 +454,27 @@ impl Resolver {
             )),
         }
     }
+}
+
+/// `headers.get(name)`, by a scan when there are few fields.
+///
+/// `HeaderMap` hashes a custom name with FNV, one serial multiply per byte
+/// (27 of them for `api-version`, with the length and the variant), which
+/// costs more than comparing the names of the dozen or so fields a request
+/// usually has: most differ in length or kind (standard or custom) at once.
+fn header<'a>(headers: &'a http::HeaderMap, name: &http::HeaderName) -> Option<&'a HeaderValue> {
+    const SCAN: usize = 16;
+    if headers.keys_len() > SCAN {
+        return headers.get(name);
+    }
+    // The first value of the first field of that name: what `get` returns.
+    headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+}
+
+/// `a == b` for the short strings version names are, without a call to
+/// `memcmp`.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// `s.trim()`, skipping the Unicode scan when neither end can be
@@ -518,6 +547,12 @@ impl VersionState {
                                 )
                             })
                             .collect(),
+                        longest: api
+                            .versions
+                            .iter()
+                            .map(|v| v.version.len())
+                            .max()
+                            .unwrap_or(0),
                     })
                 });
                 Some(RouteVersion::Resolve(resolver.clone()))
@@ -613,9 +648,49 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // One call of the inner service, below: every other path answers
+        // itself, so the request is moved once.
+        let headers = match self.decide(&req) {
+            Decision::Pass => None,
+            Decision::Answer(res) => return ResponseFuture::ready(res),
+            Decision::Serve {
+                version,
+                headers,
+                strip,
+            } => {
+                if let Some(cut) = strip {
+                    strip_prefix(&mut req, cut);
+                }
+                req.extensions_mut().insert(version);
+                headers
+            }
+        };
+        ResponseFuture::inner(self.inner.call(req), headers)
+    }
+}
+
+/// What [`Versioned`] does with a request.
+enum Decision {
+    /// Not a versioned route: pass it on untouched.
+    Pass,
+    /// Answer it now (400 or 410).
+    Answer(Response<bytes::Bytes>),
+    /// Serve it as `version`, removing the first `strip` bytes of its path,
+    /// and add `headers` to the response.
+    Serve {
+        version: ApiVersion,
+        headers: Option<LifecycleHeaders>,
+        strip: Option<usize>,
+    },
+}
+
+impl<S> Versioned<S> {
+    /// Reads what the request is; borrows it, so that `call` moves it once.
+    #[inline]
+    fn decide<B>(&mut self, req: &Request<B>) -> Decision {
         let Some(matched) = req.extensions().get::<MatchedRoute>() else {
-            return ResponseFuture::inner(self.inner.call(req), None);
+            return Decision::Pass;
         };
         let snapshot = matched.snapshot();
         let index = matched.route().index();
@@ -626,13 +701,13 @@ where
         // Everything below borrows the compiled state: no reference count
         // is touched for the lifecycle, and its headers are static.
         let (version, lifecycle, strip) = match state.routes.get(index).and_then(Option::as_ref) {
-            None => return ResponseFuture::inner(self.inner.call(req), None),
+            None => return Decision::Pass,
             Some(RouteVersion::Fixed(v, lifecycle)) => (v, lifecycle.as_deref(), None),
-            Some(RouteVersion::Resolve(resolver)) => match resolver.resolve(&req) {
+            Some(RouteVersion::Resolve(resolver)) => match resolver.resolve(req) {
                 Ok(((_, v, lifecycle), strip)) => (v, lifecycle.as_deref(), strip),
                 Err(detail) => {
                     let res = MeshError::BadRequest { detail }.to_response(is_grpc(req.headers()));
-                    return ResponseFuture::ready(res);
+                    return Decision::Answer(res);
                 }
             },
         };
@@ -642,16 +717,15 @@ where
                 let detail = detail.to_owned();
                 let mut res = MeshError::Gone { detail }.to_response(is_grpc(req.headers()));
                 LifecycleHeaders(lifecycle.headers.clone()).add_to(res.headers_mut());
-                return ResponseFuture::ready(res);
+                return Decision::Answer(res);
             }
             headers = Some(LifecycleHeaders(lifecycle.headers.clone()));
         }
-        let mut req = req;
-        if let Some(cut) = strip {
-            strip_prefix(&mut req, cut);
+        Decision::Serve {
+            version: version.clone(),
+            headers,
+            strip,
         }
-        req.extensions_mut().insert(version.clone());
-        ResponseFuture::inner(self.inner.call(req), headers)
     }
 }
 
@@ -709,6 +783,47 @@ mod tests {
         // Past the limit a name is shared, and equal all the same.
         assert_eq!(Name::Static("v1"), Name::Shared(Arc::from("v1")));
         assert_eq!(format!("{:?}", Name::Shared(Arc::from("v1"))), "\"v1\"");
+    }
+
+    #[test]
+    fn header_scan_answers_as_get_does() {
+        let name = http::HeaderName::from_static("api-version");
+        for fields in [0, 1, 5, 16, 17, 40] {
+            let mut headers = http::HeaderMap::new();
+            for i in 0..fields {
+                let filler = http::HeaderName::try_from(format!("x-filler-{i}")).unwrap();
+                headers.append(filler, HeaderValue::from_static("x"));
+                if i == fields / 2 {
+                    headers.append(&name, HeaderValue::from_static("v2"));
+                    headers.append(&name, HeaderValue::from_static("v1"));
+                    headers.append(http::header::ACCEPT, HeaderValue::from_static("*/*"));
+                }
+            }
+            assert_eq!(
+                header(&headers, &name),
+                headers.get(&name),
+                "{fields} fields"
+            );
+            let absent = http::HeaderName::from_static("api-versio");
+            assert_eq!(header(&headers, &absent), None);
+            assert_eq!(
+                header(&headers, &http::header::ACCEPT),
+                headers.get(http::header::ACCEPT)
+            );
+        }
+    }
+
+    #[test]
+    fn same_is_byte_equality() {
+        for (a, b) in [
+            ("", ""),
+            ("v1", "v1"),
+            ("v1", "v2"),
+            ("v1", "v10"),
+            ("", "v"),
+        ] {
+            assert_eq!(same(a.as_bytes(), b.as_bytes()), a == b, "{a:?} {b:?}");
+        }
     }
 
     #[test]
