@@ -69,11 +69,12 @@ struct Lifecycle {
 }
 
 /// Header fields ready to append: static (interned) or, past the
-/// interner's limit, shared.
+/// interner's limit, shared. One thin pointer, moved cheaply with the
+/// response future.
 #[derive(Clone)]
 enum Fields {
-    Static(&'static [(http::HeaderName, HeaderValue)]),
-    Shared(Arc<[(http::HeaderName, HeaderValue)]>),
+    Static(&'static Vec<(http::HeaderName, HeaderValue)>),
+    Shared(Arc<Vec<(http::HeaderName, HeaderValue)>>),
 }
 
 impl Fields {
@@ -97,7 +98,7 @@ type Field = (http::HeaderName, String);
 /// sets; past that (a registry that rewrites dates on every change) they
 /// are reference-counted and freed with their snapshot.
 fn intern_headers(fields: Vec<Field>) -> Fields {
-    static SETS: Interned<Vec<Field>, [(http::HeaderName, HeaderValue)]> = Interned::new(1024);
+    static SETS: Interned<Vec<Field>, Vec<(http::HeaderName, HeaderValue)>> = Interned::new(1024);
     let build = |fields: &[Field], leak: bool| {
         fields
             .iter()
@@ -114,51 +115,37 @@ fn intern_headers(fields: Vec<Field>) -> Fields {
             })
             .collect::<Vec<_>>()
     };
-    match SETS.get_or_leak(&fields, |fields| build(fields, true).into_boxed_slice()) {
+    match SETS.get_or_leak(&fields, |fields| Box::new(build(fields, true))) {
         Some(set) => Fields::Static(set),
-        None => Fields::Shared(build(&fields, false).into()),
+        None => Fields::Shared(Arc::new(build(&fields, false))),
     }
 }
 
-/// An API or version name: kept for the life of the process (one copy
-/// per distinct name, up to 16,384 of them), so that an [`ApiVersion`] is
-/// two pointers and cloning or dropping one touches no reference count;
-/// past the limit, reference-counted.
+/// An API's and a version's names: kept for the life of the process
+/// (one copy per distinct pair, up to 16,384 of them), so that an
+/// [`ApiVersion`] is one pointer and cloning or dropping one touches no
+/// reference count; past the limit, reference-counted.
 #[derive(Clone)]
-enum Name {
-    Static(&'static str),
-    Shared(Arc<str>),
+enum Names {
+    Static(&'static (String, String)),
+    Shared(Arc<(String, String)>),
 }
 
-impl Name {
-    fn new(name: &str) -> Name {
-        static NAMES: Interned<String, str> = Interned::new(16 * 1024);
-        let key = name.to_owned();
-        match NAMES.get_or_leak(&key, |name| name.clone().into_boxed_str()) {
-            Some(n) => Name::Static(n),
-            None => Name::Shared(Arc::from(name)),
+impl Names {
+    fn new(api: &str, version: &str) -> Names {
+        static NAMES: Interned<(String, String), (String, String)> = Interned::new(16 * 1024);
+        let key = (api.to_owned(), version.to_owned());
+        match NAMES.get_or_leak(&key, |key| Box::new(key.clone())) {
+            Some(n) => Names::Static(n),
+            None => Names::Shared(Arc::new(key)),
         }
     }
 
-    fn as_str(&self) -> &str {
+    fn get(&self) -> &(String, String) {
         match self {
-            Name::Static(n) => n,
-            Name::Shared(n) => n,
+            Names::Static(n) => n,
+            Names::Shared(n) => n,
         }
-    }
-}
-
-impl PartialEq for Name {
-    fn eq(&self, other: &Name) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for Name {}
-
-impl std::fmt::Debug for Name {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.as_str().fmt(f)
     }
 }
 
@@ -281,28 +268,39 @@ impl Lifecycle {
     }
 }
 
-/// The API version a request is served by. Cheap to clone: two pointers
+/// The API version a request is served by. Cheap to clone: one pointer
 /// to names kept for the life of the process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiVersion {
-    api: Name,
-    version: Name,
-}
+#[derive(Clone)]
+pub struct ApiVersion(Names);
 
 impl ApiVersion {
     fn new(api: &str, version: &str) -> ApiVersion {
-        ApiVersion {
-            api: Name::new(api),
-            version: Name::new(version),
-        }
+        ApiVersion(Names::new(api, version))
     }
     /// The API.
     pub fn api(&self) -> &str {
-        self.api.as_str()
+        &self.0.get().0
     }
     /// The version, e.g. `v2`.
     pub fn version(&self) -> &str {
-        self.version.as_str()
+        &self.0.get().1
+    }
+}
+
+impl PartialEq for ApiVersion {
+    fn eq(&self, other: &ApiVersion) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Eq for ApiVersion {}
+
+impl std::fmt::Debug for ApiVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiVersion")
+            .field("api", &self.api())
+            .field("version", &self.version())
+            .finish()
     }
 }
 
@@ -648,66 +646,48 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         // One call of the inner service, below: every other path answers
         // itself, so the request is moved once.
-        let headers = match self.decide(&req) {
-            Decision::Pass => None,
-            Decision::Answer(res) => return ResponseFuture::ready(res),
-            Decision::Serve {
-                version,
-                headers,
-                strip,
-            } => {
-                if let Some(cut) = strip {
-                    strip_prefix(&mut req, cut);
-                }
-                req.extensions_mut().insert(version);
-                headers
-            }
-        };
-        ResponseFuture::inner(self.inner.call(req), headers)
+        match self.prepare_request(&mut req) {
+            Ok(headers) => ResponseFuture::inner(self.inner.call(req), headers),
+            Err(res) => ResponseFuture::ready(res),
+        }
     }
 }
 
-/// What [`Versioned`] does with a request.
-enum Decision {
-    /// Not a versioned route: pass it on untouched.
-    Pass,
-    /// Answer it now (400 or 410).
-    Answer(Response<bytes::Bytes>),
-    /// Serve it as `version`, removing the first `strip` bytes of its path,
-    /// and add `headers` to the response.
-    Serve {
-        version: ApiVersion,
-        headers: Option<LifecycleHeaders>,
-        strip: Option<usize>,
-    },
-}
-
 impl<S> Versioned<S> {
-    /// Reads what the request is; borrows it, so that `call` moves it once.
+    /// Resolves the request's version and puts it in its extensions
+    /// (stripping the path prefix if so configured); the lifecycle headers
+    /// to add to the response, or the response to answer with (400, 410).
+    ///
+    /// Works on the request in place: the version goes from the compiled
+    /// state straight into the extensions, nothing is moved around.
     #[inline]
-    fn decide<B>(&mut self, req: &Request<B>) -> Decision {
+    fn prepare_request<B>(
+        &mut self,
+        req: &mut Request<B>,
+    ) -> Result<Option<LifecycleHeaders>, Response<bytes::Bytes>> {
         let Some(matched) = req.extensions().get::<MatchedRoute>() else {
-            return Decision::Pass;
+            return Ok(None);
         };
-        let snapshot = matched.snapshot();
-        let index = matched.route().index();
-        let state =
-            self.shared
-                .states
-                .for_snapshot(self.cache.load(), snapshot, VersionState::build);
+        let index = matched.index();
+        let state = self.shared.states.for_snapshot(
+            self.cache.load(),
+            matched.snapshot(),
+            VersionState::build,
+        );
         // Everything below borrows the compiled state: no reference count
         // is touched for the lifecycle, and its headers are static.
         let (version, lifecycle, strip) = match state.routes.get(index).and_then(Option::as_ref) {
-            None => return Decision::Pass,
+            None => return Ok(None),
             Some(RouteVersion::Fixed(v, lifecycle)) => (v, lifecycle.as_deref(), None),
             Some(RouteVersion::Resolve(resolver)) => match resolver.resolve(req) {
                 Ok(((_, v, lifecycle), strip)) => (v, lifecycle.as_deref(), strip),
                 Err(detail) => {
-                    let res = MeshError::BadRequest { detail }.to_response(is_grpc(req.headers()));
-                    return Decision::Answer(res);
+                    let grpc = is_grpc(req.headers());
+                    return Err(MeshError::BadRequest { detail }.to_response(grpc));
                 }
             },
         };
@@ -717,15 +697,15 @@ impl<S> Versioned<S> {
                 let detail = detail.to_owned();
                 let mut res = MeshError::Gone { detail }.to_response(is_grpc(req.headers()));
                 LifecycleHeaders(lifecycle.headers.clone()).add_to(res.headers_mut());
-                return Decision::Answer(res);
+                return Err(res);
             }
             headers = Some(LifecycleHeaders(lifecycle.headers.clone()));
         }
-        Decision::Serve {
-            version: version.clone(),
-            headers,
-            strip,
+        if let Some(cut) = strip {
+            strip_prefix(req, cut);
         }
+        req.extensions_mut().insert(version.clone());
+        Ok(headers)
     }
 }
 
@@ -780,9 +760,16 @@ mod tests {
         );
         let again = interned.get_or_leak(&"a".to_owned(), make).unwrap();
         assert!(std::ptr::eq(a, again), "a kept value is reused");
-        // Past the limit a name is shared, and equal all the same.
-        assert_eq!(Name::Static("v1"), Name::Shared(Arc::from("v1")));
-        assert_eq!(format!("{:?}", Name::Shared(Arc::from("v1"))), "\"v1\"");
+        // Past the limit names are shared, and equal all the same.
+        let kept = ApiVersion::new("orders", "v1");
+        let pair = ("orders".to_owned(), "v1".to_owned());
+        let shared = ApiVersion(Names::Shared(Arc::new(pair)));
+        assert_eq!(kept, shared);
+        assert_eq!(
+            format!("{shared:?}"),
+            r#"ApiVersion { api: "orders", version: "v1" }"#
+        );
+        assert_ne!(kept, ApiVersion::new("orders", "v2"));
     }
 
     #[test]
