@@ -56,9 +56,14 @@ impl<F, B, E, H> StageFuture<F, B, E, H> {
 
     /// A response the stage answered with (an error, usually).
     pub(crate) fn ready(response: Response<Bytes>) -> Self {
+        Self::ready_boxed(Box::new(response))
+    }
+
+    /// [`ready`](Self::ready), boxed already.
+    pub(crate) fn ready_boxed(response: Box<Response<Bytes>>) -> Self {
         StageFuture {
             kind: Kind::Ready {
-                response: Some(Box::new(response)),
+                response: Some(response),
             },
         }
     }

@@ -652,7 +652,7 @@ where
         // itself, so the request is moved once.
         match self.prepare_request(&mut req) {
             Ok(headers) => ResponseFuture::inner(self.inner.call(req), headers),
-            Err(res) => ResponseFuture::ready(res),
+            Err(res) => ResponseFuture::ready_boxed(res),
         }
     }
 }
@@ -668,7 +668,7 @@ impl<S> Versioned<S> {
     fn prepare_request<B>(
         &mut self,
         req: &mut Request<B>,
-    ) -> Result<Option<LifecycleHeaders>, Response<bytes::Bytes>> {
+    ) -> Result<Option<LifecycleHeaders>, Box<Response<bytes::Bytes>>> {
         let Some(matched) = req.extensions().get::<MatchedRoute>() else {
             return Ok(None);
         };
@@ -687,7 +687,7 @@ impl<S> Versioned<S> {
                 Ok(((_, v, lifecycle), strip)) => (v, lifecycle.as_deref(), strip),
                 Err(detail) => {
                     let grpc = is_grpc(req.headers());
-                    return Err(MeshError::BadRequest { detail }.to_response(grpc));
+                    return Err(Box::new(MeshError::BadRequest { detail }.to_response(grpc)));
                 }
             },
         };
@@ -697,7 +697,7 @@ impl<S> Versioned<S> {
                 let detail = detail.to_owned();
                 let mut res = MeshError::Gone { detail }.to_response(is_grpc(req.headers()));
                 LifecycleHeaders(lifecycle.headers.clone()).add_to(res.headers_mut());
-                return Err(res);
+                return Err(Box::new(res));
             }
             headers = Some(LifecycleHeaders(lifecycle.headers.clone()));
         }
