@@ -36,10 +36,25 @@ successor_link = "https://api.example.com/v2/orders"
 [[apis.versions]]
 version = "v2"
 
+[[apis]]
+name = "items"
+versioning = { styles = ["path"], strip_prefix = true }
+
+[[apis.versions]]
+version = "v1"
+
+[[apis.versions]]
+version = "v2"
+
 [[routes]]
 id = "orders"
 api = "orders"
 match = { path_prefix = "/orders" }
+
+[[routes]]
+id = "items"
+api = "items"
+match = { path_prefix = "/" }
 "#;
 
 fn now<F: Future>(f: F) -> F::Output {
@@ -52,9 +67,14 @@ fn now<F: Future>(f: F) -> F::Output {
 
 fn bench(c: &mut Criterion) {
     let snapshot = Arc::new(Snapshot::from_toml(CONFIG, 1).unwrap());
+    // `v1` and `v2` name the version in a header, `/v2/...` in the path.
     let request = |version: &str| {
-        let mut req = http::Request::get("/orders/42")
-            .header("api-version", version)
+        let (path, header) = match version.strip_prefix('/') {
+            Some(_) => (version, "none"),
+            None => ("/orders/42", version),
+        };
+        let mut req = http::Request::get(path)
+            .header("api-version", header)
             .body(())
             .unwrap();
         let m = MatchedRoute::find(&snapshot, &req).unwrap();
@@ -122,6 +142,16 @@ fn bench(c: &mut Criterion) {
                 iters,
                 || drop(serve!(bare, "v1")),
                 || drop(serve!(svc, "v1")),
+            )
+        })
+    });
+    // Path style, the service seeing the path without its `/v2`.
+    group.bench_function("resolve_path_and_strip_over_bare", |b| {
+        b.iter_custom(|iters| {
+            cpu_clock::timed_over(
+                iters,
+                || drop(serve!(bare, "/v2/items/42?page=2")),
+                || drop(serve!(svc, "/v2/items/42?page=2")),
             )
         })
     });

@@ -710,20 +710,33 @@ impl<S> Versioned<S> {
 }
 
 /// Removes the first `cut` bytes of the path (`/v2`), keeping the query.
+///
+/// One copy of what is left (the rest of the path and the query are one
+/// slice already); the scheme and authority, if any, are kept.
 fn strip_prefix<B>(req: &mut Request<B>, cut: usize) {
     let uri = req.uri();
-    let rest = uri.path().get(cut..).unwrap_or("");
-    let path = if rest.is_empty() { "/" } else { rest };
-    let pq = match uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
+    let Some(pq) = uri.path_and_query() else {
+        return;
     };
+    let rest = pq.as_str().get(cut..).unwrap_or("");
+    let stripped = if rest.is_empty() || rest.starts_with('?') {
+        // `/v2` or `/v2?x=1`: the path that is left is `/`.
+        http::uri::PathAndQuery::try_from(format!("/{rest}"))
+    } else {
+        http::uri::PathAndQuery::try_from(rest)
+    };
+    let Ok(stripped) = stripped else {
+        return;
+    };
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        // Origin form, as HTTP/1.1 requests come.
+        *req.uri_mut() = http::Uri::from(stripped);
+        return;
+    }
     let mut parts = uri.clone().into_parts();
-    if let Ok(pq) = pq.parse() {
-        parts.path_and_query = Some(pq);
-        if let Ok(u) = http::Uri::from_parts(parts) {
-            *req.uri_mut() = u;
-        }
+    parts.path_and_query = Some(stripped);
+    if let Ok(u) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = u;
     }
 }
 
@@ -797,6 +810,27 @@ mod tests {
                 header(&headers, &http::header::ACCEPT),
                 headers.get(http::header::ACCEPT)
             );
+        }
+    }
+
+    #[test]
+    fn strip_prefix_keeps_the_rest_and_the_query() {
+        for (uri, cut, want) in [
+            ("/v2/orders", 3, "/orders"),
+            ("/v2/orders?x=1&y", 3, "/orders?x=1&y"),
+            ("/v2", 3, "/"),
+            ("/v2/", 3, "/"),
+            ("/v2?x=1", 3, "/?x=1"),
+            ("//v2/orders", 4, "/orders"),
+            (
+                "http://h.example:8080/v2/a?b",
+                3,
+                "http://h.example:8080/a?b",
+            ),
+        ] {
+            let mut req = Request::get(uri).body(()).unwrap();
+            strip_prefix(&mut req, cut);
+            assert_eq!(req.uri().to_string(), want, "{uri}");
         }
     }
 
