@@ -16,6 +16,7 @@ pub mod auth;
 pub mod body;
 mod clock;
 mod compiled;
+mod fields;
 pub mod future;
 pub mod gateway;
 pub mod inbound;

@@ -277,9 +277,11 @@ impl Authenticator {
             return Check::Reject(Outcome::Ambiguous, None);
         }
         let bearer = first.and_then(|v| bearer_token(v));
-        let mut key_headers = req.headers().get_all(&self.api_key_header).iter();
-        let (key_header, key_second) = (key_headers.next().cloned(), key_headers.next());
-        if key_second.is_some() {
+        // By a scan: the map would hash the custom name (see `fields`).
+        let (key_header, key_second) =
+            crate::fields::first_and_more(req.headers(), &self.api_key_header);
+        let key_header = key_header.cloned();
+        if key_second {
             return Check::Reject(Outcome::Ambiguous, None);
         }
         let key_query = match &self.api_key_query {
@@ -324,7 +326,9 @@ impl Authenticator {
         };
 
         // The handler never sees the API key.
-        req.headers_mut().remove(&self.api_key_header);
+        if key_header.is_some() {
+            req.headers_mut().remove(&self.api_key_header);
+        }
         if key_query.is_some()
             && let Some(name) = &self.api_key_query
         {

@@ -399,7 +399,7 @@ impl Resolver {
                     }
                 }
                 Style::Header => {
-                    if let Some(v) = header(req.headers(), &self.header) {
+                    if let Some(v) = crate::fields::get(req.headers(), &self.header) {
                         let given = v.to_str().unwrap_or("");
                         return self
                             .find(given)
@@ -451,21 +451,6 @@ impl Resolver {
             )),
         }
     }
-}
-
-/// `headers.get(name)`, by a scan when there are few fields.
-///
-/// `HeaderMap` hashes a custom name with FNV, one serial multiply per byte
-/// (27 of them for `api-version`, with the length and the variant), which
-/// costs more than comparing the names of the dozen or so fields a request
-/// usually has: most differ in length or kind (standard or custom) at once.
-fn header<'a>(headers: &'a http::HeaderMap, name: &http::HeaderName) -> Option<&'a HeaderValue> {
-    const SCAN: usize = 16;
-    if headers.keys_len() > SCAN {
-        return headers.get(name);
-    }
-    // The first value of the first field of that name: what `get` returns.
-    headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
 }
 
 /// `a == b` for the short strings version names are, without a call to
@@ -796,34 +781,6 @@ mod tests {
             r#"ApiVersion { api: "orders", version: "v1" }"#
         );
         assert_ne!(kept, ApiVersion::new("orders", "v2"));
-    }
-
-    #[test]
-    fn header_scan_answers_as_get_does() {
-        let name = http::HeaderName::from_static("api-version");
-        for fields in [0, 1, 5, 16, 17, 40] {
-            let mut headers = http::HeaderMap::new();
-            for i in 0..fields {
-                let filler = http::HeaderName::try_from(format!("x-filler-{i}")).unwrap();
-                headers.append(filler, HeaderValue::from_static("x"));
-                if i == fields / 2 {
-                    headers.append(&name, HeaderValue::from_static("v2"));
-                    headers.append(&name, HeaderValue::from_static("v1"));
-                    headers.append(http::header::ACCEPT, HeaderValue::from_static("*/*"));
-                }
-            }
-            assert_eq!(
-                header(&headers, &name),
-                headers.get(&name),
-                "{fields} fields"
-            );
-            let absent = http::HeaderName::from_static("api-versio");
-            assert_eq!(header(&headers, &absent), None);
-            assert_eq!(
-                header(&headers, &http::header::ACCEPT),
-                headers.get(http::header::ACCEPT)
-            );
-        }
     }
 
     #[test]
