@@ -38,6 +38,23 @@ pub(crate) fn first_and_more<'a>(
     }
 }
 
+/// Calls `f` with each value of `name`, in order: what
+/// `headers.get_all(name)` yields.
+pub(crate) fn for_each<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+    mut f: impl FnMut(&'a HeaderValue),
+) {
+    if headers.keys_len() > SCAN {
+        headers.get_all(name).iter().for_each(f);
+    } else {
+        headers
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .for_each(|(_, v)| f(v));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,6 +83,9 @@ mod tests {
                     (all.first().copied(), all.len() > 1),
                     "{what}"
                 );
+                let mut each = Vec::new();
+                for_each(&headers, &name, |v| each.push(v));
+                assert_eq!(each, all, "{what}");
                 let absent = HeaderName::from_static("api-versio");
                 assert_eq!(get(&headers, &absent), None);
                 assert_eq!(first_and_more(&headers, &absent), (None, false));

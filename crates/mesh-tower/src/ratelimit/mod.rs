@@ -771,9 +771,7 @@ fn key_hash<B>(
             KeyPart::ApiVersion => (3u8, route.api(), route.version()).hash(&mut h),
             KeyPart::Header(name) => {
                 4u8.hash(&mut h);
-                for v in req.headers().get_all(name) {
-                    v.as_bytes().hash(&mut h);
-                }
+                crate::fields::for_each(req.headers(), name, |v| v.as_bytes().hash(&mut h));
             }
             _ => 255u8.hash(&mut h),
         }
@@ -939,12 +937,10 @@ fn key_material<B>(
                 out.push('/');
                 out.push_str(route.version().unwrap_or(""));
             }
-            KeyPart::Header(name) => {
-                for v in req.headers().get_all(name) {
-                    out.push_str(&String::from_utf8_lossy(v.as_bytes()));
-                    out.push(',');
-                }
-            }
+            KeyPart::Header(name) => crate::fields::for_each(req.headers(), name, |v| {
+                out.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                out.push(',');
+            }),
             _ => {}
         }
         out.push('\u{1f}');
