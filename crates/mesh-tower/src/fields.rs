@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 const SCAN: usize = 16;
 
 /// `headers.get(name)`: the first value of `name`.
+#[inline]
 pub(crate) fn get<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
     if headers.keys_len() > SCAN {
         return headers.get(name);

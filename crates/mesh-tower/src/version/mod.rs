@@ -68,36 +68,17 @@ struct Lifecycle {
     headers: Fields,
 }
 
-/// The lifecycle field values of a version: `Deprecation`, `Sunset`,
-/// `Link`, each if configured.
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct Values<T> {
-    deprecation: Option<T>,
-    sunset: Option<T>,
-    link: Option<T>,
-}
-
-impl<T> Values<T> {
-    fn try_map<U>(&self, f: impl Fn(&T) -> Option<U>) -> Values<U> {
-        Values {
-            deprecation: self.deprecation.as_ref().and_then(&f),
-            sunset: self.sunset.as_ref().and_then(&f),
-            link: self.link.as_ref().and_then(&f),
-        }
-    }
-}
-
-/// Header values ready to append: static (interned) or, past the
+/// Header fields ready to append: static (interned) or, past the
 /// interner's limit, shared. One thin pointer, moved cheaply with the
 /// response future.
 #[derive(Clone)]
 enum Fields {
-    Static(&'static Values<HeaderValue>),
-    Shared(Arc<Values<HeaderValue>>),
+    Static(&'static Vec<(http::HeaderName, HeaderValue)>),
+    Shared(Arc<Vec<(http::HeaderName, HeaderValue)>>),
 }
 
 impl Fields {
-    fn get(&self) -> &Values<HeaderValue> {
+    fn as_slice(&self) -> &[(http::HeaderName, HeaderValue)] {
         match self {
             Fields::Static(f) => f,
             Fields::Shared(f) => f,
@@ -105,26 +86,38 @@ impl Fields {
     }
 }
 
-/// A lifecycle's header values, kept for the life of the process.
+/// A header field before it is interned.
+type Field = (http::HeaderName, String);
+
+/// A lifecycle's header fields, kept for the life of the process.
 ///
 /// Their bytes are static, so adding them to a response copies pointers:
 /// no reference count is touched per response. One set is kept per
 /// distinct combination of dates and links configured (a few hundred
 /// bytes each; a snapshot that repeats a set reuses it), up to 1,024
 /// sets; past that (a registry that rewrites dates on every change) they
-/// are reference-counted and freed with their snapshot. A value that is
-/// not a valid field value is left out.
-fn intern_headers(values: Values<String>) -> Fields {
-    static SETS: Interned<Values<String>, Values<HeaderValue>> = Interned::new(1024);
-    let leaked = |value: &String| {
-        // Checked first: only a valid value is leaked.
-        HeaderValue::from_str(value).ok()?;
-        let value: &'static str = Box::leak(value.clone().into_boxed_str());
-        HeaderValue::from_maybe_shared(bytes::Bytes::from_static(value.as_bytes())).ok()
+/// are reference-counted and freed with their snapshot.
+fn intern_headers(fields: Vec<Field>) -> Fields {
+    static SETS: Interned<Vec<Field>, Vec<(http::HeaderName, HeaderValue)>> = Interned::new(1024);
+    let build = |fields: &[Field], leak: bool| {
+        fields
+            .iter()
+            .filter_map(|(name, value)| {
+                // Checked first: only a valid value is leaked.
+                let checked = HeaderValue::from_str(value).ok()?;
+                if !leak {
+                    return Some((name.clone(), checked));
+                }
+                let value: &'static str = Box::leak(value.clone().into_boxed_str());
+                let value =
+                    HeaderValue::from_maybe_shared(bytes::Bytes::from_static(value.as_bytes()));
+                Some((name.clone(), value.ok()?))
+            })
+            .collect::<Vec<_>>()
     };
-    match SETS.get_or_leak(&values, |values| Box::new(values.try_map(leaked))) {
+    match SETS.get_or_leak(&fields, |fields| Box::new(build(fields, true))) {
         Some(set) => Fields::Static(set),
-        None => Fields::Shared(Arc::new(values.try_map(|v| HeaderValue::from_str(v).ok()))),
+        None => Fields::Shared(Arc::new(build(&fields, false))),
     }
 }
 
@@ -203,11 +196,19 @@ impl Lifecycle {
         if !retired && !deprecated && deprecated_at.is_none() && sunset.is_none() {
             return None;
         }
-        let mut headers = Values {
-            deprecation: deprecated_at.map(|at| format!("@{}", secs(at))),
-            sunset: sunset.map(httpdate::fmt_http_date),
-            link: None,
-        };
+        let mut headers = Vec::new();
+        if let Some(at) = deprecated_at {
+            headers.push((
+                http::HeaderName::from_static("deprecation"),
+                format!("@{}", secs(at)),
+            ));
+        }
+        if let Some(at) = sunset {
+            headers.push((
+                http::HeaderName::from_static("sunset"),
+                httpdate::fmt_http_date(at),
+            ));
+        }
         // Both links in one field line (RFC 8288 §3 allows a list): one
         // header to append per response instead of two.
         let links: Vec<String> = [
@@ -218,7 +219,7 @@ impl Lifecycle {
         .filter_map(|(link, rel)| link.as_ref().map(|l| format!("<{l}>; rel=\"{rel}\"")))
         .collect();
         if !links.is_empty() {
-            headers.link = Some(links.join(", "));
+            headers.push((http::header::LINK, links.join(", ")));
         }
         let successor = spec
             .successor
@@ -727,24 +728,10 @@ fn strip_prefix<B>(req: &mut Request<B>, cut: usize) {
 /// The lifecycle headers of a deprecated version's response.
 pub struct LifecycleHeaders(Fields);
 
-// The names are constants: each append writes the name in place rather
-// than cloning a stored one through `Bytes`' vtable.
-#[allow(clippy::declare_interior_mutable_const)] // Copied, never borrowed.
-const DEPRECATION: http::HeaderName = http::HeaderName::from_static("deprecation");
-#[allow(clippy::declare_interior_mutable_const)] // Copied, never borrowed.
-const SUNSET: http::HeaderName = http::HeaderName::from_static("sunset");
-
 impl AddHeaders for LifecycleHeaders {
     fn add_to(self, headers: &mut http::HeaderMap) {
-        let values = self.0.get();
-        if let Some(v) = &values.deprecation {
-            headers.append(DEPRECATION, v.clone());
-        }
-        if let Some(v) = &values.sunset {
-            headers.append(SUNSET, v.clone());
-        }
-        if let Some(v) = &values.link {
-            headers.append(http::header::LINK, v.clone());
+        for (name, value) in self.0.as_slice() {
+            headers.append(name.clone(), value.clone());
         }
     }
 }
