@@ -84,7 +84,6 @@ where
 {
     type Output = Result<Response<MeshBody<B>>, E>;
 
-    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Inner { future, headers } => {

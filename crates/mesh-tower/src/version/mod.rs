@@ -631,7 +631,6 @@ where
         self.inner.poll_ready(cx)
     }
 
-    #[inline]
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         // One call of the inner service, below: every other path answers
         // itself, so the request is moved once.
